@@ -26,9 +26,10 @@ public static class Repo
     {
         get
         {
+            var artifacts = Environment.GetEnvironmentVariable("DETECT_ARTIFACTS") is { Length: > 0 } a ? a : Path.Combine(Root, "artifacts");
             foreach (var config in new[] { "release", "debug" })
             {
-                var path = Path.Combine(Root, "artifacts", "bin", "Detect.Cli", config, "detect.dll");
+                var path = Path.Combine(artifacts, "bin", "Detect.Cli", config, "detect.dll");
                 if (File.Exists(path)) return path;
             }
             throw new FileNotFoundException("the CLI is not built: run ./detect test (or dotnet build) first");
