@@ -1,0 +1,211 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Apache.Arrow;
+using Detect.Pipeline.Arrow;
+using Detect.Pipeline.Windows;
+using Detect.Records;
+
+namespace Detect.Pipeline.Features;
+
+/// <summary>A source address (the side that sent a flow's first packet) on a host, plus the labelled sample for replays.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal readonly struct SourceKey(int host, int sample, byte family, ulong addrLo, ulong addrHi) : IEntityKey<SourceKey>
+{
+    public readonly ulong AddrLo = addrLo;
+    public readonly ulong AddrHi = addrHi;
+    public readonly int HostIdx = host;
+    public readonly int Sample = sample;
+    public readonly byte Family = family;
+
+    public int HostIndex => HostIdx;
+
+    public int Hash
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            var h = (AddrLo * 0x9E3779B97F4A7C15UL) ^ (AddrHi * 0xC2B2AE3D27D4EB4FUL) ^ (((ulong)(uint)HostIdx << 32 | (uint)Sample) * 0x165667B19E3779F9UL) ^ Family;
+            h ^= h >> 31;
+            h *= 0xBF58476D1CE4E5B9UL;
+            return (int)(h >> 32) ^ (int)h;
+        }
+    }
+
+    public bool Equals(SourceKey o) => AddrLo == o.AddrLo && AddrHi == o.AddrHi && HostIdx == o.HostIdx && Sample == o.Sample && Family == o.Family;
+    public override bool Equals(object? obj) => obj is SourceKey k && Equals(k);
+    public override int GetHashCode() => Hash;
+}
+
+internal struct NoState;
+
+/// <summary>One source address's flows in one window.</summary>
+internal struct FlowAcc
+{
+    public long Flows, Tcp, Udp, Icmp, HalfOpen, Rst, Fin, Unanswered, SinglePacket, LowPort,
+        PacketsFwd, PacketsRev, BytesFwd, BytesRev, DurationSumNs, DurationMaxNs, FirstNs, LastNs;
+    public Bitmap1024 DstAddrs, DstPorts, SrcPorts;
+    public Counts32 PortBuckets;
+}
+
+/// <summary>The `flow` family: one row per source address per window from flow records (schema flow/1, FEATURES.md).</summary>
+internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
+{
+    public const int Version = 1;
+    private const byte Syn = 0x02, Rst = 0x04, Fin = 0x01;
+
+    public static readonly string[] Names =
+    [
+        "f_flows", "f_flows_per_s", "f_tcp_ratio", "f_udp_ratio", "f_icmp_ratio",
+        "f_distinct_dst_addrs", "f_distinct_dst_ports", "f_distinct_src_ports",
+        "f_dst_addrs_per_flow", "f_dst_ports_per_flow", "f_src_ports_per_flow",
+        "f_dst_port_entropy", "f_top_dst_port_share", "f_low_dst_port_ratio",
+        "f_half_open_ratio", "f_rst_ratio", "f_fin_ratio", "f_unanswered_ratio", "f_single_packet_ratio",
+        "f_packets_fwd", "f_packets_rev", "f_bytes_fwd", "f_bytes_rev",
+        "f_packets_per_flow", "f_bytes_per_flow", "f_bytes_per_packet_fwd", "f_bytes_per_packet_rev", "f_rev_fwd_bytes_ratio",
+        "f_duration_mean_s", "f_duration_max_s", "f_active_s",
+    ];
+
+    public static readonly FeatureSchema Schema = new(FeatureFamily.Flow, Version, Names);
+
+    private readonly FeatureBatchBuilder _builder;
+    private readonly Action<FeatureFamily, RecordBatch> _sink;
+    private readonly int _maxRows;
+    private readonly float _windowSeconds;
+
+    public FlowFamily(PipelineOptions options, LabelTable labels, Action<FeatureFamily, RecordBatch> sink)
+        : base(options, options.MaxSources, labels)
+    {
+        _builder = new FeatureBatchBuilder(Schema);
+        _sink = sink;
+        _maxRows = options.MaxBatchRows;
+        _windowSeconds = (float)options.Window.TotalSeconds;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Mix(uint v) => (int)((v * 0x9E3779B1u) >> 22);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int PortBucket(ushort port) => (int)(((uint)port * 0x9E3779B1u) >> 27);
+
+    public void OnFlow(in FlowRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ReadOnlySpan<byte> s = r.Saddr;
+        var key = r.Family == 6
+            ? new SourceKey(host, sample, 6, BinaryPrimitives.ReadUInt64LittleEndian(s), BinaryPrimitives.ReadUInt64LittleEndian(s[8..]))
+            : new SourceKey(host, sample, 4, BinaryPrimitives.ReadUInt32LittleEndian(s), 0);
+        var eventNs = (long)r.Header.KtimeNs + offsetNs;
+        var acc = Resolve(in key, eventNs, label, out _, out var isNew);
+        if (acc < 0) return;
+        ref var a = ref Acc(acc);
+        if (isNew) a.FirstNs = eventNs;
+        if (eventNs > a.LastNs) a.LastNs = eventNs;
+        if (eventNs < a.FirstNs) a.FirstNs = eventNs;
+
+        a.Flows++;
+        var tcp = r.Protocol == 6;
+        if (tcp) a.Tcp++;
+        else if (r.Protocol == 17) a.Udp++;
+        else if (r.Protocol is 1 or 58) a.Icmp++;
+        var flags = r.TcpFlags;
+        var syn = r.SynCount > 0 || (flags & Syn) != 0;
+        if (tcp && syn && r.PacketsRev == 0) a.HalfOpen++;
+        if (r.RstCount > 0 || (flags & Rst) != 0) a.Rst++;
+        if (r.FinCount > 0 || (flags & Fin) != 0) a.Fin++;
+        if (r.PacketsRev == 0) a.Unanswered++;
+        if (r.PacketsFwd + r.PacketsRev <= 1) a.SinglePacket++;
+        if (r.Dport < 1024) a.LowPort++;
+        a.PacketsFwd += (long)r.PacketsFwd;
+        a.PacketsRev += (long)r.PacketsRev;
+        a.BytesFwd += (long)r.BytesFwd;
+        a.BytesRev += (long)r.BytesRev;
+        var duration = r.LastNs > r.FirstNs ? (long)(r.LastNs - r.FirstNs) : 0;
+        a.DurationSumNs += duration;
+        if (duration > a.DurationMaxNs) a.DurationMaxNs = duration;
+
+        ReadOnlySpan<byte> d = r.Daddr;
+        var dst = r.Family == 6
+            ? BinaryPrimitives.ReadUInt32LittleEndian(d) ^ BinaryPrimitives.ReadUInt32LittleEndian(d[4..]) * 31 ^ BinaryPrimitives.ReadUInt32LittleEndian(d[8..]) * 131 ^ BinaryPrimitives.ReadUInt32LittleEndian(d[12..]) * 1031
+            : BinaryPrimitives.ReadUInt32LittleEndian(d);
+        FeatureMath.SetBit(ref a.DstAddrs, Mix(dst));
+        FeatureMath.SetBit(ref a.DstPorts, Mix(r.Dport));
+        FeatureMath.SetBit(ref a.SrcPorts, Mix(r.Sport));
+        a.PortBuckets[PortBucket(r.Dport)]++;
+    }
+
+    protected override int PendingRows => _builder.Rows;
+    protected override int MaxPendingRows => _maxRows;
+
+    protected override void FlushRows()
+    {
+        if (_builder.Rows == 0) return;
+        var batch = _builder.Build();
+        try
+        {
+            _sink(FeatureFamily.Flow, batch);
+        }
+        finally
+        {
+            _builder.Clear();
+        }
+    }
+
+    /// <summary>An address as text (IPv4 dotted quad; IPv6 through IPAddress, off the hot path).</summary>
+    internal static int FormatAddress(in SourceKey key, Span<byte> dest)
+    {
+        Span<byte> raw = stackalloc byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(raw, key.AddrLo);
+        BinaryPrimitives.WriteUInt64LittleEndian(raw[8..], key.AddrHi);
+        var ip = key.Family == 6 ? new System.Net.IPAddress(raw) : new System.Net.IPAddress(raw[..4]);
+        return ip.TryFormat(dest, out var written) ? written : 0;
+    }
+
+    protected override void EmitRow(in SourceKey key, ref FlowAcc a, long windowStartNs, long recordCount, int labelId)
+    {
+        Span<byte> entity = stackalloc byte[64];
+        var n = FormatAddress(in key, entity);
+        var b = _builder;
+        var row = b.AddRow(Labels.HostUtf8(key.HostIdx), entity[..n], windowStartNs, windowStartNs + WindowNs, recordCount,
+            Labels.LabelUtf8(labelId), Labels.SampleUtf8(labelId));
+        var flows = a.Flows;
+        var dAddrs = FeatureMath.DistinctEstimate(a.DstAddrs);
+        var dPorts = FeatureMath.DistinctEstimate(a.DstPorts);
+        var sPorts = FeatureMath.DistinctEstimate(a.SrcPorts);
+        ReadOnlySpan<uint> buckets = a.PortBuckets;
+        uint top = 0;
+        foreach (var c in buckets) top = Math.Max(top, c);
+        var packets = a.PacketsFwd + a.PacketsRev;
+        var i = 0;
+        b.Set(i++, row, flows);
+        b.Set(i++, row, flows / _windowSeconds);
+        b.Set(i++, row, FeatureMath.Ratio(a.Tcp, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Udp, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Icmp, flows));
+        b.Set(i++, row, dAddrs);
+        b.Set(i++, row, dPorts);
+        b.Set(i++, row, sPorts);
+        b.Set(i++, row, flows > 0 ? Math.Min(1f, dAddrs / flows) : 0f);
+        b.Set(i++, row, flows > 0 ? Math.Min(1f, dPorts / flows) : 0f);
+        b.Set(i++, row, flows > 0 ? Math.Min(1f, sPorts / flows) : 0f);
+        b.Set(i++, row, FeatureMath.Entropy(buckets, flows));
+        b.Set(i++, row, FeatureMath.Ratio(top, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.LowPort, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.HalfOpen, a.Tcp));
+        b.Set(i++, row, FeatureMath.Ratio(a.Rst, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Fin, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Unanswered, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.SinglePacket, flows));
+        b.Set(i++, row, a.PacketsFwd);
+        b.Set(i++, row, a.PacketsRev);
+        b.Set(i++, row, a.BytesFwd);
+        b.Set(i++, row, a.BytesRev);
+        b.Set(i++, row, FeatureMath.Ratio(packets, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.BytesFwd + a.BytesRev, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.BytesFwd, a.PacketsFwd));
+        b.Set(i++, row, FeatureMath.Ratio(a.BytesRev, a.PacketsRev));
+        b.Set(i++, row, (float)(a.BytesRev / (a.BytesFwd + 1.0)));
+        b.Set(i++, row, flows > 0 ? (float)(a.DurationSumNs / 1e9 / flows) : 0f);
+        b.Set(i++, row, a.DurationMaxNs / 1e9f);
+        b.Set(i++, row, (a.LastNs - a.FirstNs) / 1e9f);
+    }
+}

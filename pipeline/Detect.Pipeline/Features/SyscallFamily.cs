@@ -1,0 +1,272 @@
+using System.Buffers.Text;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Apache.Arrow;
+using Detect.Pipeline.Arrow;
+using Detect.Pipeline.Windows;
+using Detect.Records;
+
+namespace Detect.Pipeline.Features;
+
+/// <summary>A process: host, tgid and start time (a tgid alone is reused), plus the labelled sample for replays.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal readonly struct ProcessKey(int host, int sample, uint tgid, ulong startNs) : IEntityKey<ProcessKey>
+{
+    public readonly ulong StartNs = startNs;
+    public readonly uint Tgid = tgid;
+    public readonly int HostIdx = host;
+    public readonly int Sample = sample;
+
+    public int HostIndex => HostIdx;
+
+    public int Hash
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            var h = (StartNs ^ ((ulong)Tgid << 32 | (uint)Sample) * 0x9E3779B97F4A7C15UL ^ (ulong)HostIdx * 0xC2B2AE3D27D4EB4FUL) * 0xBF58476D1CE4E5B9UL;
+            return (int)(h >> 32) ^ (int)h;
+        }
+    }
+
+    public bool Equals(ProcessKey other) => StartNs == other.StartNs && Tgid == other.Tgid && HostIdx == other.HostIdx && Sample == other.Sample;
+    public override bool Equals(object? obj) => obj is ProcessKey k && Equals(k);
+    public override int GetHashCode() => Hash;
+}
+
+/// <summary>Per-process state across windows: the last two calls, for n-grams that span a window edge.</summary>
+internal struct ProcessState
+{
+    public int Prev1; // syscall number + 1; 0 = none
+    public int Prev2;
+}
+
+/// <summary>One process's counts in one window.</summary>
+internal struct SyscallAcc
+{
+    public long Calls, RetKnown, Failed, Execs, Forks, Exits, Bigrams, Trigrams, FirstNs, LastNs;
+    public Counts16 Classes;
+    public Bitmap1024 Distinct, DistinctBigrams, DistinctTrigrams;
+    public Counts64 Tracked;
+    public Counts128 Grams2;
+    public Counts256 Grams3;
+}
+
+/// <summary>
+/// The `syscall` family: one row per process per window from syscall, syscall-summary, exec, fork
+/// and exit records. Features are listed in FEATURES.md (schema syscall/1).
+/// </summary>
+internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, SyscallAcc>
+{
+    public const int Version = 1;
+    public const int Bigram = 128, Trigram = 256;
+
+    public static readonly FeatureSchema Schema = new(FeatureFamily.Syscall, Version, FeatureNames());
+
+    // Feature positions.
+    private const int FCalls = 0, FCallsPerS = 1, FActive = 2, FDistinct = 3, FFailedRatio = 4, FFailed = 5, FExecs = 6,
+        FForks = 7, FExits = 8, FClassEntropy = 9, FBigramDistinct = 10, FTrigramDistinct = 11, FBigramDistinctRatio = 12,
+        FTrigramDistinctRatio = 13, FBigramEntropy = 14, FTrigramEntropy = 15, FScalars = 16;
+    private static readonly int FClass = FScalars;
+    private static readonly int FTracked = FClass + SyscallClasses.Names.Length;
+    private static readonly int FGram2 = FTracked + SyscallClasses.Tracked.Length;
+    private static readonly int FGram3 = FGram2 + Bigram;
+
+    private static readonly byte[] ClassOf = SyscallClasses.ClassOf;
+    private static readonly sbyte[] TrackedOf = SyscallClasses.TrackedIndex;
+
+    private readonly FeatureBatchBuilder _builder;
+    private readonly Action<FeatureFamily, RecordBatch> _sink;
+    private readonly int _maxRows;
+    private readonly float _windowSeconds;
+
+    public SyscallFamily(PipelineOptions options, LabelTable labels, Action<FeatureFamily, RecordBatch> sink)
+        : base(options, options.MaxProcesses, labels)
+    {
+        _builder = new FeatureBatchBuilder(Schema);
+        _sink = sink;
+        _maxRows = options.MaxBatchRows;
+        _windowSeconds = (float)options.Window.TotalSeconds;
+    }
+
+    public static string[] FeatureNames()
+    {
+        var names = new List<string>
+        {
+            "f_calls", "f_calls_per_s", "f_active_s", "f_distinct_syscalls", "f_failed_ratio", "f_failed", "f_execs", "f_forks",
+            "f_exits", "f_class_entropy", "f_bigram_distinct", "f_trigram_distinct", "f_bigram_distinct_ratio",
+            "f_trigram_distinct_ratio", "f_bigram_entropy", "f_trigram_entropy",
+        };
+        names.AddRange(SyscallClasses.Names.Select(n => "f_class_" + n));
+        names.AddRange(SyscallClasses.Tracked.Select(n => "f_sc_" + n));
+        for (var i = 0; i < Bigram; i++) names.Add($"f_ng2_{i:D3}");
+        for (var i = 0; i < Trigram; i++) names.Add($"f_ng3_{i:D3}");
+        return [.. names];
+    }
+
+    protected override void ResetEntity(ref ProcessState ent) => ent = default;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref SyscallAcc Open(in TaskInfo task, int host, int sample, long eventNs, int label, out int slot)
+    {
+        var key = new ProcessKey(host, sample, task.Tgid, task.StartNs);
+        var acc = Resolve(in key, eventNs, label, out slot, out var isNew);
+        if (acc < 0) return ref Unsafe.NullRef<SyscallAcc>();
+        ref var a = ref Acc(acc);
+        if (isNew) a.FirstNs = eventNs;
+        if (eventNs > a.LastNs) a.LastNs = eventNs;
+        if (eventNs < a.FirstNs) a.FirstNs = eventNs;
+        return ref a;
+    }
+
+    /// <summary>Bucket of a bigram/trigram key (multiplicative hashing, FEATURES.md).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Bucket2(uint key) => (int)((key * 0x9E3779B1u) >> 25);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Bucket3(uint key) => (int)((key * 0x9E3779B1u) >> 24);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int DistinctBit(uint key) => (int)((key * 0x85EBCA77u) >> 22);
+
+    public void OnSyscall(in SyscallRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out var slot);
+        if (Unsafe.IsNullRef(ref a)) return;
+        var n = r.Nr < 1024 ? (int)r.Nr : 1023;
+        a.Calls++;
+        if ((r.Flags & SyscallFlags.NoReturn) == 0)
+        {
+            a.RetKnown++;
+            if (r.Ret < 0) a.Failed++;
+        }
+        a.Classes[ClassOf[n]]++;
+        FeatureMath.SetBit(ref a.Distinct, n);
+        var t = TrackedOf[n];
+        if (t >= 0) a.Tracked[t]++;
+        ref var e = ref Entity(slot);
+        if (e.Prev1 != 0)
+        {
+            var k2 = (uint)((e.Prev1 - 1) << 10 | n);
+            a.Grams2[Bucket2(k2)]++;
+            a.Bigrams++;
+            FeatureMath.SetBit(ref a.DistinctBigrams, DistinctBit(k2));
+            if (e.Prev2 != 0)
+            {
+                var k3 = (uint)((e.Prev2 - 1) << 20) | k2;
+                a.Grams3[Bucket3(k3)]++;
+                a.Trigrams++;
+                FeatureMath.SetBit(ref a.DistinctTrigrams, DistinctBit(k3 ^ 0x5bd1e995u));
+            }
+        }
+        e.Prev2 = e.Prev1;
+        e.Prev1 = n + 1;
+    }
+
+    public void OnSummary(in SyscallSummaryRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out _);
+        if (Unsafe.IsNullRef(ref a)) return;
+        a.Calls += r.Total;
+        a.RetKnown += r.Total;
+        a.Failed += r.Failed;
+        ReadOnlySpan<uint> counts = r.Counts;
+        for (var i = 0; i < counts.Length; i++)
+        {
+            var c = counts[i];
+            if (c == 0) continue;
+            a.Classes[ClassOf[i]] += c;
+            FeatureMath.SetBit(ref a.Distinct, i);
+            var t = TrackedOf[i];
+            if (t >= 0) a.Tracked[t] += c;
+        }
+        if (r.Other > 0)
+        {
+            a.Classes[SyscallClasses.Other] += r.Other;
+            FeatureMath.SetBit(ref a.Distinct, 1023);
+        }
+    }
+
+    public void OnExec(in ExecRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out var slot);
+        if (Unsafe.IsNullRef(ref a)) return;
+        a.Execs++;
+        Entity(slot) = default; // a new image: n-grams start over
+    }
+
+    public void OnFork(in ForkRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out _);
+        if (Unsafe.IsNullRef(ref a)) return;
+        a.Forks++;
+    }
+
+    public void OnExit(in ExitRecord r, int host, int sample, long offsetNs, int label)
+    {
+        ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out var slot);
+        if (Unsafe.IsNullRef(ref a)) return;
+        a.Exits++;
+        MarkFinished(slot);
+    }
+
+    protected override int PendingRows => _builder.Rows;
+    protected override int MaxPendingRows => _maxRows;
+
+    protected override void FlushRows()
+    {
+        if (_builder.Rows == 0) return;
+        var batch = _builder.Build();
+        try
+        {
+            _sink(FeatureFamily.Syscall, batch);
+        }
+        finally
+        {
+            _builder.Clear();
+        }
+    }
+
+    protected override void EmitRow(in ProcessKey key, ref SyscallAcc a, long windowStartNs, long recordCount, int labelId)
+    {
+        Span<byte> entity = stackalloc byte[48];
+        Utf8Formatter.TryFormat(key.Tgid, entity, out var w1);
+        entity[w1++] = (byte)'@';
+        Utf8Formatter.TryFormat(key.StartNs, entity[w1..], out var w2);
+        var b = _builder;
+        var row = b.AddRow(Labels.HostUtf8(key.HostIdx), entity[..(w1 + w2)], windowStartNs, windowStartNs + WindowNs, recordCount,
+            Labels.LabelUtf8(labelId), Labels.SampleUtf8(labelId));
+
+        var calls = a.Calls;
+        b.Set(FCalls, row, calls);
+        b.Set(FCallsPerS, row, calls / _windowSeconds);
+        b.Set(FActive, row, (a.LastNs - a.FirstNs) / 1e9f);
+        b.Set(FDistinct, row, FeatureMath.PopCount(a.Distinct));
+        b.Set(FFailedRatio, row, FeatureMath.Ratio(a.Failed, a.RetKnown));
+        b.Set(FFailed, row, a.Failed);
+        b.Set(FExecs, row, a.Execs);
+        b.Set(FForks, row, a.Forks);
+        b.Set(FExits, row, a.Exits);
+        ReadOnlySpan<uint> classes = a.Classes;
+        b.Set(FClassEntropy, row, FeatureMath.Entropy(classes, calls));
+        var d2 = FeatureMath.DistinctEstimate(a.DistinctBigrams);
+        var d3 = FeatureMath.DistinctEstimate(a.DistinctTrigrams);
+        b.Set(FBigramDistinct, row, d2);
+        b.Set(FTrigramDistinct, row, d3);
+        b.Set(FBigramDistinctRatio, row, a.Bigrams > 0 ? Math.Min(1f, d2 / a.Bigrams) : 0f);
+        b.Set(FTrigramDistinctRatio, row, a.Trigrams > 0 ? Math.Min(1f, d3 / a.Trigrams) : 0f);
+        ReadOnlySpan<uint> g2 = a.Grams2;
+        ReadOnlySpan<uint> g3 = a.Grams3;
+        b.Set(FBigramEntropy, row, FeatureMath.Entropy(g2, a.Bigrams));
+        b.Set(FTrigramEntropy, row, FeatureMath.Entropy(g3, a.Trigrams));
+
+        var invCalls = calls > 0 ? 1f / calls : 0f;
+        for (var i = 0; i < SyscallClasses.Names.Length; i++) b.Set(FClass + i, row, classes[i] * invCalls);
+        ReadOnlySpan<uint> tracked = a.Tracked;
+        for (var i = 0; i < SyscallClasses.Tracked.Length; i++) b.Set(FTracked + i, row, tracked[i] * invCalls);
+        var inv2 = a.Bigrams > 0 ? 1f / a.Bigrams : 0f;
+        for (var i = 0; i < Bigram; i++) b.Set(FGram2 + i, row, g2[i] * inv2);
+        var inv3 = a.Trigrams > 0 ? 1f / a.Trigrams : 0f;
+        for (var i = 0; i < Trigram; i++) b.Set(FGram3 + i, row, g3[i] * inv3);
+    }
+}

@@ -1,0 +1,128 @@
+using Detect.Pipeline.Arrow;
+using Detect.Pipeline.Replay;
+using Detect.Pipeline.Syscalls;
+using Detect.Records;
+
+namespace Detect.Pipeline.Tests;
+
+public class WindowTests
+{
+    private const long S = 1_000_000_000L;
+    private static readonly RecordSource Host = new("h1");
+    private static readonly uint Read = (uint)SyscallTable.X8664("read"), Write = (uint)SyscallTable.X8664("write");
+
+    private static void One(FeaturePipeline p, long t, uint tgid, uint nr, long ret = 0)
+    {
+        var b = new RecordBuffer(256);
+        b.AddSyscall((ulong)t, tgid, 5, nr, ret);
+        p.Process(b.Span, Host);
+    }
+
+    [Fact]
+    public void Window_ClosesExactlyOnceAtTheWatermark_WithExactFeatures()
+    {
+        var sink = new Collect();
+        var p = new FeaturePipeline(new PipelineOptions { Window = TimeSpan.FromSeconds(10), AllowedLateness = TimeSpan.FromSeconds(2) }).AddSink(sink);
+        One(p, 1 * S, 100, Read, 5);
+        One(p, 2 * S, 100, Write, -1);
+        One(p, 3 * S, 100, Read, 3);
+        One(p, 4 * S, 100, Read, 0);
+        One(p, 11_900_000_000, 200, Read); // watermark 9.9 s: window [0,10) stays open
+        Assert.Empty(sink.Rows(FeatureFamily.Syscall));
+        One(p, 12 * S, 200, Read); // watermark 10 s: it closes
+        var rows = sink.Rows(FeatureFamily.Syscall).ToList();
+        var row = Assert.Single(rows);
+        One(p, 25 * S, 200, Read); // closes [10,20) (process 200) only; [0,10) never again
+        p.Flush();
+        rows = sink.Rows(FeatureFamily.Syscall).ToList();
+        Assert.Single(rows, r => r.Start == 0);
+        Assert.Equal(3, rows.Count);
+
+        Assert.Equal("h1", row.Host);
+        Assert.Equal("100@5", row.Entity);
+        Assert.Equal(0, row.Start);
+        Assert.Equal(10 * S, row.End);
+        Assert.Equal(4, row.Records);
+        Assert.Null(row.Label);
+        Assert.Null(row.Sample);
+        Assert.Equal(4f, row["f_calls"]);
+        Assert.Equal(0.4f, row["f_calls_per_s"]);
+        Assert.Equal(3f, row["f_active_s"]);
+        Assert.Equal(2f, row["f_distinct_syscalls"]);
+        Assert.Equal(0.25f, row["f_failed_ratio"]);
+        Assert.Equal(1f, row["f_failed"]);
+        Assert.Equal(0.75f, row["f_class_file_read"]);
+        Assert.Equal(0.25f, row["f_class_file_write"]);
+        Assert.Equal(0f, row["f_class_network"]);
+        Assert.Equal(0.75f, row["f_sc_read"]);
+        Assert.Equal(0.25f, row["f_sc_write"]);
+        Assert.Equal(0.8112781f, row["f_class_entropy"], 5);
+        // read write read read: bigrams rw, wr, rr (3 distinct); trigrams rwr, wrr (2 distinct).
+        Assert.Equal(3f, row["f_bigram_distinct"]);
+        Assert.Equal(2f, row["f_trigram_distinct"]);
+        Assert.Equal(1f, row["f_bigram_distinct_ratio"]);
+        Assert.Equal(MathF.Log2(3), row["f_bigram_entropy"], 5);
+        Assert.Equal(1f, row["f_trigram_entropy"], 5);
+        var expected2 = new float[Features.SyscallFamily.Bigram];
+        foreach (var (a, c) in new[] { (Read, Write), (Write, Read), (Read, Read) })
+            expected2[Features.SyscallFamily.Bucket2(a << 10 | c)] += 1f / 3;
+        for (var i = 0; i < Features.SyscallFamily.Bigram; i++) Assert.Equal(expected2[i], row[$"f_ng2_{i:D3}"], 6);
+        var expected3 = new float[Features.SyscallFamily.Trigram];
+        foreach (var (a, c, d) in new[] { (Read, Write, Read), (Write, Read, Read) })
+            expected3[Features.SyscallFamily.Bucket3(a << 20 | c << 10 | d)] += 0.5f;
+        for (var i = 0; i < Features.SyscallFamily.Trigram; i++) Assert.Equal(expected3[i], row[$"f_ng3_{i:D3}"], 6);
+        Assert.Equal(0, p.Stats.LateRecords);
+    }
+
+    [Fact]
+    public void OutOfOrderRecord_WithinLateness_LandsInItsWindow_LaterOneIsCountedLate()
+    {
+        var sink = new Collect();
+        var p = new FeaturePipeline(new PipelineOptions { Window = TimeSpan.FromSeconds(10), AllowedLateness = TimeSpan.FromSeconds(2) }).AddSink(sink);
+        One(p, 8 * S, 7, Read);
+        One(p, 11 * S, 7, Read);            // window [10,20); watermark 9 s
+        One(p, 9_500_000_000, 7, Write);    // 1.5 s behind: within lateness, lands in [0,10)
+        One(p, 12_500_000_000, 7, Read);    // watermark 10.5 s: [0,10) closes
+        One(p, 9_900_000_000, 7, Write);    // its window has closed: late
+        p.Flush();
+        var rows = sink.Rows(FeatureFamily.Syscall).OrderBy(r => r.Start).ToList();
+        Assert.Equal(2, rows.Count);
+        Assert.Equal(2, rows[0].Records);
+        Assert.Equal(0.5f, rows[0]["f_sc_write"]);
+        Assert.Equal(2, rows[1].Records);
+        Assert.Equal(0f, rows[1]["f_sc_write"]);
+        Assert.Equal(1, p.Stats.Syscall.LateRecords);
+        Assert.Equal(4, p.Stats.Syscall.Records);
+    }
+
+    [Fact]
+    public void QuietHost_WindowCloses_WhenProcessingTimeAdvances()
+    {
+        var sink = new Collect();
+        var p = new FeaturePipeline().AddSink(sink);
+        One(p, 3 * S, 1, Read);
+        p.AdvanceTo(11 * S);
+        Assert.Empty(sink.Rows(FeatureFamily.Syscall));
+        p.AdvanceTo(12 * S);
+        Assert.Single(sink.Rows(FeatureFamily.Syscall));
+    }
+
+    [Fact]
+    public void DamagedRecords_AreCountedAndSkipped_TheRestIsApplied()
+    {
+        var b = new RecordBuffer();
+        b.AddSyscall((ulong)S, 1, 1, Read);
+        b.AddSyscall((ulong)S, 1, 1, Read);
+        b.AddSyscall((ulong)S, 1, 1, Read);
+        var bytes = b.Span.ToArray();
+        bytes[SyscallRecord.Size] = 0; // break the second record's magic
+        var errors = new List<long>();
+        var p = new FeaturePipeline(onDecodeError: (offset, _, _) => errors.Add(offset));
+        p.Process(bytes, Host);                                // records 1 and 3
+        p.Process(bytes.AsSpan(0, bytes.Length - 10), Host);   // record 1; record 3 is cut short
+        Assert.Equal(3, p.Stats.Syscall.Records);
+        Assert.Equal(2, p.Stats.Decode.BadMagic);
+        Assert.Equal(1, p.Stats.Decode.Truncated);
+        Assert.Contains((long)SyscallRecord.Size, errors);
+    }
+}
