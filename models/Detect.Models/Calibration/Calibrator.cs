@@ -31,8 +31,8 @@ public sealed record Calibrator
         var sorted = normalRawScores.ToArray();
         Array.Sort(sorted);
         var median = RobustStats.Quantile(sorted, 0.5);
-        var spread = Math.Max(sorted[^1] - sorted[0], 1e-6f);
-        var eps = spread * 1e-3f;
+        // A step that float precision can represent at this magnitude, also when every score ties.
+        var eps = Math.Max((sorted[^1] - sorted[0]) * 1e-3f, Math.Max(Math.Abs(median) * 1e-4f, 1e-6f));
         // Strictly increasing anchors, even when scores tie (many identical normal windows).
         var threshold = Math.Max(RobustStats.Quantile(sorted, 1 - targetFpr), median + eps);
         var rare = Math.Max(RobustStats.Quantile(sorted, 1 - targetFpr / 10), threshold + eps);

@@ -49,7 +49,8 @@ public sealed class RandomizedPcaDetector : IAnomalyDetector
         if (n < 2) throw new ArgumentException("pca needs at least 2 normal windows");
         var ml = new MLContext(seed: options.Seed);
         var data = LoadData(ml, rows, n, d);
-        var rank = Math.Clamp(options.PcaRank, 1, Math.Max(1, Math.Min(d - 1, n - 1)));
+        // At most a quarter of the features: a subspace nearly as wide as the data leaves no residual to score.
+        var rank = Math.Clamp(options.PcaRank, 1, Math.Max(1, Math.Min(d / 4, n - 1)));
         var trainer = ml.AnomalyDetection.Trainers.RandomizedPca(new RandomizedPcaTrainer.Options
         {
             FeatureColumnName = "Features",
@@ -89,8 +90,8 @@ public sealed class RandomizedPcaDetector : IAnomalyDetector
                 var p = Dot(centred, _eigen.AsSpan(k * d, d));
                 proj2 += p * p;
             }
-            // Distance from the principal subspace, as ML.NET computes it.
-            scores[r] = MathF.Sqrt(Math.Max(0f, norm2 - proj2));
+            // ML.NET's score: the share of the centred window's length outside the principal subspace.
+            scores[r] = norm2 > 0 ? MathF.Sqrt(Math.Max(0f, (norm2 - proj2) / norm2)) : 0f;
         }
     }
 

@@ -184,7 +184,8 @@ public static class ParquetArchive
     {
         var result = new string?[n];
         var field = fields.FirstOrDefault(f => f.Name == name);
-        if (field == null || field.ClrType != typeof(string)) return result;
+        // Parquet.Net 6 reports UTF-8 columns as ReadOnlyMemory<char>.
+        if (field == null || (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>))) return result;
         var tmp = new string[n];
         await rg.ReadAsync(field, tmp, null, ct).ConfigureAwait(false);
         for (var i = 0; i < n; i++) result[i] = tmp[i];

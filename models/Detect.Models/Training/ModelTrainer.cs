@@ -7,7 +7,8 @@ namespace Detect.Models.Training;
 
 public sealed record TrainOptions
 {
-    public string Detector { get; init; } = "iforest";
+    /// <summary>kNN: the best of the detectors on both prototypes (ADFA-LD frequencies, CIC-IDS2017 flows).</summary>
+    public string Detector { get; init; } = "knn";
     public DetectorOptions DetectorOptions { get; init; } = new();
     public TransformOptions Transform { get; init; } = new();
     /// <summary>Divide each row by its sum before the transform (feature columns that are counts of one kind, e.g. syscall frequencies).</summary>
