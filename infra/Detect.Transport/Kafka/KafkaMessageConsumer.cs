@@ -128,9 +128,19 @@ public sealed class KafkaMessageConsumer : IMessageConsumer
         }
     }
 
+    private long _nextCommit;
+
+    // Commits what the caller processed, when CommitInterval has passed. Poll thread only.
+    private void CommitIfDue()
+    {
+        if (Environment.TickCount64 < _nextCommit) return;
+        CommitProcessed(null);
+        _nextCommit = Environment.TickCount64 + (long)_options.CommitInterval.TotalMilliseconds;
+    }
+
     private void PollLoop()
     {
-        var nextCommit = Environment.TickCount64 + (long)_options.CommitInterval.TotalMilliseconds;
+        _nextCommit = Environment.TickCount64 + (long)_options.CommitInterval.TotalMilliseconds;
         while (!_stopping)
         {
             try
@@ -155,11 +165,7 @@ public sealed class KafkaMessageConsumer : IMessageConsumer
                 _log($"consumer loop: {e}");
                 Thread.Sleep(100);
             }
-            if (Environment.TickCount64 >= nextCommit)
-            {
-                CommitProcessed(null);
-                nextCommit = Environment.TickCount64 + (long)_options.CommitInterval.TotalMilliseconds;
-            }
+            CommitIfDue();
         }
     }
 
@@ -219,6 +225,8 @@ public sealed class KafkaMessageConsumer : IMessageConsumer
                 return;
             }
             _queue.Writer.WaitToWriteAsync().AsTask().Wait(100);
+            // The caller goes on committing while this thread waits for room.
+            CommitIfDue();
         }
     }
 
