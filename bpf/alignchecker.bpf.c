@@ -5,6 +5,8 @@
 #include "vmlinux.h"
 #include "records.h"
 #include "config.h"
+#include "flow.h"
+#include "enforce.h"
 #include <bpf/bpf_helpers.h>
 
 struct detect_header          align_detect_header;
@@ -16,5 +18,15 @@ struct detect_fork            align_detect_fork;
 struct detect_syscall_summary align_detect_syscall_summary;
 struct detect_flow            align_detect_flow;
 struct detect_sensor_config   align_detect_sensor_config;
+struct detect_flow_config     align_detect_flow_config;
+struct detect_flow_counters   align_detect_flow_counters;
+struct detect_flow_sweep      align_detect_flow_sweep;
+struct detect_lpm_v4          align_detect_lpm_v4;
+struct detect_lpm_v6          align_detect_lpm_v6;
+struct detect_enforce_entry   align_detect_enforce_entry;
+struct detect_enforce_reason  align_detect_enforce_reason;
+struct detect_allow_entry     align_detect_allow_entry;
+struct detect_enforce_control align_detect_enforce_control;
+struct detect_enforce_counters align_detect_enforce_counters;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
