@@ -25,10 +25,13 @@ internal static class Workload
         return (p.Id, p.ExitCode);
     }
 
-    /// <summary>Starts "storm N": the process waits for <see cref="Gated.Go"/> before its N getppid calls.</summary>
-    public static Gated StartGated(long n) => new(Process.Start(new ProcessStartInfo(Path)
+    /// <summary>
+    /// Starts "storm N" (N getppid calls) or "mix N": the process waits for <see cref="Gated.Go"/>
+    /// first, so a test knows its pid before it makes the calls that count.
+    /// </summary>
+    public static Gated StartGated(long n, string mode = "storm") => new(Process.Start(new ProcessStartInfo(Path)
     {
-        ArgumentList = { "storm", n.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+        ArgumentList = { mode, n.ToString(System.Globalization.CultureInfo.InvariantCulture) },
         RedirectStandardInput = true,
         UseShellExecute = false,
     })!);

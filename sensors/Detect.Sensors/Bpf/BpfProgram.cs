@@ -135,6 +135,21 @@ public sealed unsafe class BpfProgram
         return result;
     }
 
+    /// <summary>The kernel's id of the loaded program (bpftool prog show id N), or 0 when not loaded.</summary>
+    public uint Id
+    {
+        get
+        {
+            var fd = Fd;
+            if (fd < 0) return 0;
+            const int InfoSize = 232;
+            var info = stackalloc byte[InfoSize];
+            new Span<byte>(info, InfoSize).Clear();
+            var len = (uint)InfoSize;
+            return LibBpf.bpf_obj_get_info_by_fd(fd, info, &len) == 0 ? *(uint*)(info + 4) : 0;
+        }
+    }
+
     /// <summary>Kernel run-time statistics of this program (zeros unless statistics are on).</summary>
     public ProgramRunStats ReadRunStats()
     {
@@ -148,6 +163,9 @@ public sealed unsafe class BpfProgram
         if (rc != 0) throw new BpfException($"could not read statistics of program {Name}: {Errnos.Describe(rc)}", -rc, Name, AttachPoint);
         return new ProgramRunStats(*(ulong*)(info + RunTimeNs), *(ulong*)(info + RunCnt), len > RecursionMisses ? *(ulong*)(info + RecursionMisses) : 0);
     }
+
+    /// <summary>Destroys every link this program made (it stops running; it stays loaded).</summary>
+    public void Detach() => DisposeLink();
 
     internal void DisposeLink()
     {

@@ -137,6 +137,15 @@ public static unsafe partial class BpfSystem
         return new SafeBpfFd(fd);
     }
 
+    /// <summary>Whether a program with this kernel id is still loaded (anywhere on the host).</summary>
+    public static bool ProgramExists(uint id)
+    {
+        var fd = LibBpf.bpf_prog_get_fd_by_id(id);
+        if (fd < 0) return false;
+        Libc.close(fd);
+        return true;
+    }
+
     /// <summary>Number of possible CPUs: the length of every per-CPU map value.</summary>
     public static int PossibleCpus
     {

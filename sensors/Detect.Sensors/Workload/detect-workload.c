@@ -6,7 +6,8 @@
  *
  *   detect-workload getppid N      N getppid calls, then exit 0
  *   detect-workload storm N        waits for one byte on stdin, then N getppid calls
- *   detect-workload mix N          N x (getppid, getuid, a failing openat, a failing close)
+ *   detect-workload mix N          waits for one byte on stdin, then N x (getppid, getuid,
+ *                                  a failing openat, a failing close)
  *   detect-workload fork CODE      one fork (the child exits with CODE) and one thread
  *   detect-workload exit CODE      exit_group(CODE)
  */
@@ -117,6 +118,8 @@ __attribute__((used)) void workload_main(long *sp)
 		for (long i = 0; i < n; i++) sys0(SYS_getppid);
 	} else if (streq(argv[1], "mix")) {
 		static const char missing[] = "/nonexistent/detect-workload";
+		char go;
+		if (sys3(SYS_read, 0, (long)&go, 1) != 1) fail("detect-workload: no start byte on stdin\n");
 		for (long i = 0; i < n; i++) {
 			sys0(SYS_getppid);
 			sys0(SYS_getuid);

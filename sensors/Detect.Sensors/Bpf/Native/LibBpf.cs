@@ -172,6 +172,9 @@ internal static unsafe partial class LibBpf
     [LibraryImport(Lib, SetLastError = true)]
     internal static partial int bpf_enable_stats(int type);
 
+    [LibraryImport(Lib, SetLastError = true)]
+    internal static partial int bpf_prog_get_fd_by_id(uint id);
+
     // BTF
     [LibraryImport(Lib)]
     internal static partial int btf__find_by_name_kind(nint btf, byte* name, uint kind);
