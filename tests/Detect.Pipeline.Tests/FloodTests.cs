@@ -3,6 +3,11 @@ using Detect.Records;
 
 namespace Detect.Pipeline.Tests;
 
+/// <summary>Runs alone: it measures the process's managed heap, which parallel tests would disturb.</summary>
+[CollectionDefinition(nameof(FloodTests), DisableParallelization = true)]
+public sealed class MemoryMeasuringCollection;
+
+[Collection(nameof(FloodTests))]
 public class FloodTests
 {
     [Fact]

@@ -99,7 +99,7 @@ public sealed class ParquetArchive : IFeatureSink, IDisposable
         var time = DateTime.UnixEpoch.AddHours(hour);
         var dir = Path.Combine(_options.Root, schema.FamilyName,
             "date=" + time.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture), "hour=" + time.ToString("HH", CultureInfo.InvariantCulture));
-        part = new Partition(dir, schema);
+        part = new Partition(dir, schema) { Opened = DateTime.UtcNow };
         _open[(family, hour)] = part;
         return part;
     }
@@ -118,18 +118,17 @@ public sealed class ParquetArchive : IFeatureSink, IDisposable
                 [FeatureSchema.FamilyKey] = part.Schema.FamilyName,
                 [FeatureSchema.SchemaKey] = part.Schema.SchemaString,
             };
-            part.Opened = DateTime.UtcNow;
         }
         part.Buffer.WriteTo(part.Writer, part.ParquetSchema).GetAwaiter().GetResult();
         _rowGroups++;
         part.Buffer.Clear();
         if (part.Stream!.Position >= _options.MaxFileBytes)
         {
-            Close(part, keepOpen: true);
+            Close(part);
         }
     }
 
-    private void Close(Partition part, bool keepOpen = false)
+    private void Close(Partition part)
     {
         WriteRowGroup(part);
         if (part.Writer == null) return;
@@ -156,7 +155,7 @@ public sealed class ParquetArchive : IFeatureSink, IDisposable
         }
         _files++;
         _bytes += size;
-        _ = keepOpen;
+        part.Opened = DateTime.UtcNow; // a partition kept open after a size roll starts its age anew
     }
 
     private static int NextPartNumber(string dir)
