@@ -40,10 +40,14 @@ public static class Repo
     {
         var env = Environment.GetEnvironmentVariable("DETECT_ROOT");
         if (!string.IsNullOrEmpty(env) && File.Exists(Path.Combine(env, "Detect.sln"))) return env;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        // The build may live outside the checkout (DETECT_ARTIFACTS): try the working directory too.
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
         {
-            if (File.Exists(Path.Combine(dir.FullName, "Detect.sln"))) return dir.FullName;
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "Detect.sln"))) return dir.FullName;
+            }
         }
-        throw new DirectoryNotFoundException($"no Detect.sln above {AppContext.BaseDirectory}");
+        throw new DirectoryNotFoundException($"no Detect.sln above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()}; set DETECT_ROOT");
     }
 }
