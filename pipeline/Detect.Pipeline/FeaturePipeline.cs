@@ -35,6 +35,10 @@ public sealed class FeaturePipeline
     private readonly List<IFeatureSink> _sinks = [];
     private readonly RecordErrorHandler? _onDecodeError;
     private RecordReaderStats _decode;
+    private int[] _offsets = new int[4096];
+
+    /// <summary>Processes beyond which the per-record path prefetches (roughly where their state outgrows L2).</summary>
+    private const int PrefetchAbove = 2048;
     private long _batches, _featureBatches, _unused;
 
     public FeaturePipeline(PipelineOptions? options = null, RecordErrorHandler? onDecodeError = null)
@@ -76,11 +80,26 @@ public sealed class FeaturePipeline
         var label = _labels.LabelId(source);
         var sample = source.SeparateEntities ? label : 0;
         var offset = source.BootToRealtimeNs;
+        // Frame and validate first; then apply, prefetching a few records ahead when the entity
+        // table is larger than the caches (each record then touches memory no cache holds).
         var reader = new RecordReader(records, _onDecodeError);
-        while (reader.TryRead(out var record))
+        var n = 0;
+        while (reader.TryRead(out var framed))
         {
-            var bytes = record.Bytes;
-            switch (record.Type)
+            if (n == _offsets.Length) System.Array.Resize(ref _offsets, n * 2);
+            _offsets[n++] = reader.Offset - framed.Bytes.Length;
+        }
+        var prefetch = _syscall.EntityCount > PrefetchAbove;
+        for (var i = 0; i < n; i++)
+        {
+            if (prefetch)
+            {
+                if (i + 48 < n) PrefetchAhead(records, i + 48, host, sample, 0);
+                if (i + 24 < n) PrefetchAhead(records, i + 24, host, sample, 1);
+                if (i + 10 < n) PrefetchAhead(records, i + 10, host, sample, 2);
+            }
+            var bytes = records[_offsets[i]..];
+            switch ((RecordType)bytes[3])
             {
                 case RecordType.Syscall:
                     _syscall.OnSyscall(in MemoryMarshal.AsRef<SyscallRecord>(bytes), host, sample, offset, label);
@@ -107,6 +126,13 @@ public sealed class FeaturePipeline
         }
         _decode.Add(reader.Stats);
         _batches++;
+    }
+
+    private void PrefetchAhead(ReadOnlySpan<byte> records, int index, int host, int sample, int depth)
+    {
+        var bytes = records[_offsets[index]..];
+        if ((RecordType)bytes[3] == RecordType.Syscall)
+            _syscall.PrefetchSyscall(in MemoryMarshal.AsRef<SyscallRecord>(bytes), host, sample, depth);
     }
 
     /// <summary>

@@ -58,7 +58,12 @@ public class WindowTests
         Assert.Equal(0.25f, row["f_sc_write"]);
         Assert.Equal(0.8112781f, row["f_class_entropy"], 5);
         // read write read read: bigrams rw, wr, rr (3 distinct); trigrams rwr, wrr (2 distinct).
-        Assert.Equal(3f, row["f_bigram_distinct"]);
+        static float Linear(int k, float m) => MathF.Round(-m * MathF.Log(1f - k / m));
+        var buckets2 = new[] { (Read, Write), (Write, Read), (Read, Read) }.Select(g => Features.SyscallFamily.Bucket2(g.Item1 << 10 | g.Item2)).Distinct().Count();
+        var buckets3 = new[] { (Read, Write, Read), (Write, Read, Read) }.Select(g => Features.SyscallFamily.Bucket3(g.Item1 << 20 | g.Item2 << 10 | g.Item3)).Distinct().Count();
+        Assert.Equal(Linear(buckets2, 128), row["f_bigram_distinct"]);
+        Assert.Equal(Linear(buckets3, 256), row["f_trigram_distinct"]);
+        Assert.Equal(3f, row["f_bigram_distinct"]); // no two of these share a bucket
         Assert.Equal(2f, row["f_trigram_distinct"]);
         Assert.Equal(1f, row["f_bigram_distinct_ratio"]);
         Assert.Equal(MathF.Log2(3), row["f_bigram_entropy"], 5);

@@ -9,10 +9,11 @@ using Detect.Records;
 namespace Detect.Cli.Commands;
 
 /// <summary>
-/// `detect bench pipeline`: records per second on one core from a decoded batch (record bytes in
-/// memory) to Arrow feature batches, for syscall records as the number of processes grows from
-/// 1,000 to 1,000,000 (each window holds 16 records per process, so the share of window-close work
-/// per record is the same at every size), for flow records, and the Parquet write rate.
+/// `detect bench pipeline`: records per second on one core from a batch of record bytes in memory
+/// to Arrow feature batches, for syscall records as the number of processes grows from 1,000 to
+/// 1,000,000 (each window holds 64 records per process, so the share of window-close work per
+/// record is the same at every size), in random and in per-process-run order; flow records; and
+/// the Parquet write rate.
 /// </summary>
 public sealed class BenchPipelineCommand : ICliCommand
 {
@@ -43,52 +44,89 @@ public sealed class BenchPipelineCommand : ICliCommand
     private static int Run(int[] counts, double minSeconds, CancellationToken ct)
     {
         var result = new Dictionary<string, object>();
-        var perSize = new Dictionary<string, object>();
-        double? firstNs = null, lastNs = null;
-        foreach (var n in counts)
+        foreach (var (name, run) in new[] { ("random", 1), ("runs16", 16) })
         {
-            ct.ThrowIfCancellationRequested();
-            var (rate, rows) = Syscalls(n, minSeconds);
-            var ns = 1e9 / rate;
-            firstNs ??= ns;
-            lastNs = ns;
-            Console.Error.WriteLine($"syscall records, {n,9:N0} processes: {rate / 1e6,6:F2} M records/s ({ns:F0} ns/record), {rows:N0} feature rows");
-            perSize[n.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new { records_per_s = Math.Round(rate), ns_per_record = Math.Round(ns, 1), rows };
-            GC.Collect();
+            var perSize = new Dictionary<string, object>();
+            double? firstNs = null, lastNs = null;
+            foreach (var n in counts)
+            {
+                ct.ThrowIfCancellationRequested();
+                var m = Syscalls(n, run, minSeconds);
+                var ns = 1e9 / m.CpuRate;
+                firstNs ??= ns;
+                lastNs = ns;
+                Console.Error.WriteLine($"syscall records, {n,9:N0} processes, {(run == 1 ? "random order       " : "runs of 16 per process")}: " +
+                    $"{m.CpuRate / 1e6,6:F2} M records/s per core ({ns,5:F0} ns/record; wall {m.WallRate / 1e6:F2} M/s), {m.Rows:N0} rows");
+                perSize[n.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new
+                {
+                    records_per_cpu_s = Math.Round(m.CpuRate),
+                    ns_per_record = Math.Round(ns, 1),
+                    records_per_wall_s = Math.Round(m.WallRate),
+                    rows = m.Rows,
+                };
+                GC.Collect();
+            }
+            result["syscall_" + name] = perSize;
+            result["syscall_" + name + "_cost_ratio_largest_to_smallest"] = Math.Round(lastNs!.Value / firstNs!.Value, 2);
         }
-        result["syscall_records_per_s_per_core"] = perSize;
-        result["flat_cost_ratio_largest_to_smallest"] = Math.Round(lastNs!.Value / firstNs!.Value, 2);
 
-        var (flowRate, flowRows) = Flows(100_000, minSeconds);
-        Console.Error.WriteLine($"flow records, 100,000 sources: {flowRate / 1e6:F2} M records/s, {flowRows:N0} feature rows");
-        result["flow_records_per_s_per_core_100000_sources"] = Math.Round(flowRate);
+        var flow = Flows(100_000, minSeconds);
+        Console.Error.WriteLine($"flow records, 100,000 sources, random order: {flow.CpuRate / 1e6:F2} M records/s per core, {flow.Rows:N0} rows");
+        result["flow_records_per_cpu_s_100000_sources"] = Math.Round(flow.CpuRate);
 
         var (rowsPerS, bytesPerS, files) = Parquet(ct);
         Console.Error.WriteLine($"Parquet archive: {rowsPerS:N0} syscall feature rows/s ({bytesPerS / 1e6:F1} MB/s of Parquet, {files} files)");
         result["parquet_rows_per_s"] = Math.Round(rowsPerS);
         result["parquet_bytes_per_s"] = Math.Round(bytesPerS);
-        result["cores_used"] = 1;
+        result["records_per_process_window"] = RecordsPerWindow;
+        result["feature_columns_syscall"] = FeaturePipeline.SchemaOf(Detect.Pipeline.Arrow.FeatureFamily.Syscall).Features.Count;
         result["processor_count"] = Environment.ProcessorCount;
+        result["load_average_1m"] = LoadAverage();
         Console.WriteLine(JsonSerializer.Serialize(result));
         return 0;
     }
 
-    /// <summary>Batches of syscall records over <paramref name="processes"/> processes, in time order; the pass repeats with a shifted clock.</summary>
-    private static (double Rate, long Rows) Syscalls(int processes, double minSeconds)
+    /// <summary>Calls each process makes per 10-s window: 6.4 calls/s, a quiet process (busy ones make far more,
+    /// which only lowers the per-record share of window closing).</summary>
+    private const int RecordsPerWindow = 64;
+
+    private readonly record struct Measure(double CpuRate, double WallRate, long Rows);
+
+    private static double LoadAverage()
+    {
+        try
+        {
+            return double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return -1;
+        }
+    }
+
+    /// <summary>
+    /// Syscall records of <paramref name="processes"/> processes, each making <see cref="RecordsPerWindow"/> calls per window,
+    /// in random order (<paramref name="run"/> 1: every record from a random process, the worst case for caches) or in
+    /// runs of <paramref name="run"/> records per process (what a scheduler time slice gives a per-CPU ring buffer).
+    /// One pass of prepared batches is replayed with its clock shifted, so windows keep closing as in a live stream.
+    /// Timed: CPU time of this process (one pipeline thread), so other load on the machine does not count.
+    /// </summary>
+    private static Measure Syscalls(int processes, int run, double minSeconds)
     {
         const long Window = 10_000_000_000L;
-        var perWindow = 16L * processes;
+        var perWindow = (long)RecordsPerWindow * processes;
         var gap = Math.Max(1, Window / perWindow);
-        var passRecords = Math.Max(1 << 20, (int)Math.Min(perWindow, 1 << 24));
+        var passRecords = (int)Math.Min(perWindow, 8L << 20);
         passRecords -= passRecords % BatchRecords;
         var rnd = new Random(1);
         var batches = new List<byte[]>();
         var buffer = new RecordBuffer(BatchRecords * SyscallRecord.Size);
         var zipf = new int[4096];
         for (var i = 0; i < zipf.Length; i++) zipf[i] = (int)(Math.Pow(rnd.NextDouble(), 3) * 330); // a few calls dominate, as in real traces
+        uint p = 0;
         for (var i = 0; i < passRecords; i++)
         {
-            var p = (uint)rnd.Next(processes);
+            if (i % run == 0) p = (uint)rnd.Next(processes);
             buffer.AddSyscall((ulong)(i * gap), 1000 + p, 77_000 + p, (uint)zipf[rnd.Next(zipf.Length)], rnd.Next(20) == 0 ? -1 : 0);
             if (buffer.Count == BatchRecords)
             {
@@ -97,7 +135,6 @@ public sealed class BenchPipelineCommand : ICliCommand
             }
         }
         var passNs = passRecords * gap;
-        passNs += Window - passNs % Window; // each pass starts on a window edge
         long rows = 0;
         var pipeline = new FeaturePipeline(new PipelineOptions { MaxProcesses = Math.Max(1024, processes + processes / 4) })
             .AddSink((_, batch) => rows += batch.Length);
@@ -107,8 +144,13 @@ public sealed class BenchPipelineCommand : ICliCommand
             var source = new RecordSource("bench", 1_700_000_000_000_000_000L + pass++ * passNs);
             foreach (var b in batches) pipeline.Process(b, source);
         }
-        RunPass(); // warm-up: JIT, accumulator chunks
+        // Warm-up: JIT, and every process's slot and accumulators allocated (a full window and its close).
+        var warm = (int)Math.Max(1, 2 * perWindow / passRecords);
+        for (var i = 0; i < warm; i++) RunPass();
         rows = 0;
+        var self = Process.GetCurrentProcess();
+        self.Refresh();
+        var cpu0 = self.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         long records = 0;
         do
@@ -116,11 +158,13 @@ public sealed class BenchPipelineCommand : ICliCommand
             RunPass();
             records += passRecords;
         }
-        while (sw.Elapsed.TotalSeconds < minSeconds);
-        return (records / sw.Elapsed.TotalSeconds, rows);
+        while (sw.Elapsed.TotalSeconds < minSeconds || records < 2 * perWindow);
+        self.Refresh();
+        var cpu = (self.TotalProcessorTime - cpu0).TotalSeconds;
+        return new Measure(records / cpu, records / sw.Elapsed.TotalSeconds, rows);
     }
 
-    private static (double Rate, long Rows) Flows(int sources, double minSeconds)
+    private static Measure Flows(int sources, double minSeconds)
     {
         var rnd = new Random(2);
         var batches = new List<byte[]>();
@@ -157,6 +201,9 @@ public sealed class BenchPipelineCommand : ICliCommand
         }
         RunPass();
         rows = 0;
+        var self = Process.GetCurrentProcess();
+        self.Refresh();
+        var cpu0 = self.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         long records = 0;
         do
@@ -165,7 +212,8 @@ public sealed class BenchPipelineCommand : ICliCommand
             records += PassRecords;
         }
         while (sw.Elapsed.TotalSeconds < minSeconds);
-        return (records / sw.Elapsed.TotalSeconds, rows);
+        self.Refresh();
+        return new Measure(records / (self.TotalProcessorTime - cpu0).TotalSeconds, records / sw.Elapsed.TotalSeconds, rows);
     }
 
     /// <summary>Syscall feature rows (~440 float columns) collected once, then written through the archive.</summary>

@@ -40,8 +40,13 @@ internal readonly struct SourceKey(int host, int sample, byte family, ulong addr
 internal struct NoState;
 
 /// <summary>One source address's flows in one window.</summary>
-internal struct FlowAcc
+internal struct FlowAcc : IAccumulator
 {
+    public int RecordCount, LabelId;
+
+    public int Records { readonly get => RecordCount; set => RecordCount = value; }
+    public int Label { readonly get => LabelId; set => LabelId = value; }
+
     public long Flows, Tcp, Udp, Icmp, HalfOpen, Rst, Fin, Unanswered, SinglePacket, LowPort,
         PacketsFwd, PacketsRev, BytesFwd, BytesRev, DurationSumNs, DurationMaxNs, FirstNs, LastNs;
     public Bitmap1024 DstAddrs, DstPorts, SrcPorts;
@@ -160,8 +165,10 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         return ip.TryFormat(dest, out var written) ? written : 0;
     }
 
-    protected override void EmitRow(in SourceKey key, ref FlowAcc a, long windowStartNs, long recordCount, int labelId)
+    protected override void EmitRow(in SourceKey key, ref FlowAcc a, long windowStartNs)
     {
+        var recordCount = a.RecordCount;
+        var labelId = a.LabelId;
         Span<byte> entity = stackalloc byte[64];
         var n = FormatAddress(in key, entity);
         var b = _builder;

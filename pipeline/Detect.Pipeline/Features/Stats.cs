@@ -61,6 +61,17 @@ internal static class FeatureMath
         return MathF.Round(-1024f * MathF.Log(1f - k / 1024f));
     }
 
+    /// <summary>Linear counting over the buckets of a hashed histogram: -m ln(1 - k/m) for k non-empty of m buckets, rounded.</summary>
+    public static float DistinctEstimate(ReadOnlySpan<uint> buckets)
+    {
+        var k = 0;
+        foreach (var c in buckets) if (c != 0) k++;
+        var m = (float)buckets.Length;
+        if (k == 0) return 0;
+        if (k >= buckets.Length) return MathF.Round(m * MathF.Log(m));
+        return MathF.Round(-m * MathF.Log(1f - k / m));
+    }
+
     /// <summary>Shannon entropy in bits of a histogram whose counts add up to <paramref name="total"/>.</summary>
     public static float Entropy(ReadOnlySpan<uint> counts, long total)
     {

@@ -41,15 +41,20 @@ internal struct ProcessState
     public int Prev2;
 }
 
-/// <summary>One process's counts in one window.</summary>
-internal struct SyscallAcc
+/// <summary>One process's counts in one window. The first 64 bytes are what every record updates.</summary>
+internal struct SyscallAcc : IAccumulator
 {
-    public long Calls, RetKnown, Failed, Execs, Forks, Exits, Bigrams, Trigrams, FirstNs, LastNs;
+    public int RecordCount, LabelId;
+    public int Calls, RetKnown, Failed, Execs, Forks, Exits, Bigrams, Trigrams;
+    public long FirstNs, LastNs;
     public Counts16 Classes;
-    public Bitmap1024 Distinct, DistinctBigrams, DistinctTrigrams;
+    public Bitmap1024 Distinct;
     public Counts64 Tracked;
     public Counts128 Grams2;
     public Counts256 Grams3;
+
+    public int Records { readonly get => RecordCount; set => RecordCount = value; }
+    public int Label { readonly get => LabelId; set => LabelId = value; }
 }
 
 /// <summary>
@@ -104,9 +109,7 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         return [.. names];
     }
 
-    protected override void ResetEntity(ref ProcessState ent) => ent = default;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref SyscallAcc Open(in TaskInfo task, int host, int sample, long eventNs, int label, out int slot)
     {
         var key = new ProcessKey(host, sample, task.Tgid, task.StartNs);
@@ -125,9 +128,6 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int Bucket3(uint key) => (int)((key * 0x9E3779B1u) >> 24);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int DistinctBit(uint key) => (int)((key * 0x85EBCA77u) >> 22);
 
     public void OnSyscall(in SyscallRecord r, int host, int sample, long offsetNs, int label)
     {
@@ -150,26 +150,49 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
             var k2 = (uint)((e.Prev1 - 1) << 10 | n);
             a.Grams2[Bucket2(k2)]++;
             a.Bigrams++;
-            FeatureMath.SetBit(ref a.DistinctBigrams, DistinctBit(k2));
             if (e.Prev2 != 0)
             {
                 var k3 = (uint)((e.Prev2 - 1) << 20) | k2;
                 a.Grams3[Bucket3(k3)]++;
                 a.Trigrams++;
-                FeatureMath.SetBit(ref a.DistinctTrigrams, DistinctBit(k3 ^ 0x5bd1e995u));
             }
         }
         e.Prev2 = e.Prev1;
         e.Prev1 = n + 1;
     }
 
+    /// <summary>Prefetch for a syscall record a few places ahead (see <see cref="WindowedFamily{TKey,TEnt,TAcc}.Prefetch"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void PrefetchSyscall(in SyscallRecord r, int host, int sample, int depth)
+    {
+        var key = new ProcessKey(host, sample, r.Task.Tgid, r.Task.StartNs);
+        var acc = Prefetch(in key, depth, out var slot);
+        if (acc < 0) return;
+        ref var a = ref Acc(acc);
+        var n = r.Nr < 1024 ? (int)r.Nr : 1023;
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a));
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.Classes));
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.Distinct[n >> 6]));
+        var t = TrackedOf[n];
+        if (t >= 0) System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.Tracked[t]));
+        // The n-gram buckets depend on the entity's last calls, read from its slot (prefetched one step earlier).
+        ref var e = ref Entity(slot);
+        if (e.Prev1 != 0)
+        {
+            var k2 = (uint)((e.Prev1 - 1) << 10 | n);
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.Grams2[Bucket2(k2)]));
+            if (e.Prev2 != 0)
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.Grams3[Bucket3((uint)((e.Prev2 - 1) << 20) | k2)]));
+        }
+    }
+
     public void OnSummary(in SyscallSummaryRecord r, int host, int sample, long offsetNs, int label)
     {
         ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out _);
         if (Unsafe.IsNullRef(ref a)) return;
-        a.Calls += r.Total;
-        a.RetKnown += r.Total;
-        a.Failed += r.Failed;
+        a.Calls += (int)r.Total;
+        a.RetKnown += (int)r.Total;
+        a.Failed += (int)r.Failed;
         ReadOnlySpan<uint> counts = r.Counts;
         for (var i = 0; i < counts.Length; i++)
         {
@@ -227,8 +250,10 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         }
     }
 
-    protected override void EmitRow(in ProcessKey key, ref SyscallAcc a, long windowStartNs, long recordCount, int labelId)
+    protected override void EmitRow(in ProcessKey key, ref SyscallAcc a, long windowStartNs)
     {
+        var recordCount = a.RecordCount;
+        var labelId = a.LabelId;
         Span<byte> entity = stackalloc byte[48];
         Utf8Formatter.TryFormat(key.Tgid, entity, out var w1);
         entity[w1++] = (byte)'@';
@@ -249,14 +274,14 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         b.Set(FExits, row, a.Exits);
         ReadOnlySpan<uint> classes = a.Classes;
         b.Set(FClassEntropy, row, FeatureMath.Entropy(classes, calls));
-        var d2 = FeatureMath.DistinctEstimate(a.DistinctBigrams);
-        var d3 = FeatureMath.DistinctEstimate(a.DistinctTrigrams);
+        ReadOnlySpan<uint> g2 = a.Grams2;
+        ReadOnlySpan<uint> g3 = a.Grams3;
+        var d2 = FeatureMath.DistinctEstimate(g2);
+        var d3 = FeatureMath.DistinctEstimate(g3);
         b.Set(FBigramDistinct, row, d2);
         b.Set(FTrigramDistinct, row, d3);
         b.Set(FBigramDistinctRatio, row, a.Bigrams > 0 ? Math.Min(1f, d2 / a.Bigrams) : 0f);
         b.Set(FTrigramDistinctRatio, row, a.Trigrams > 0 ? Math.Min(1f, d3 / a.Trigrams) : 0f);
-        ReadOnlySpan<uint> g2 = a.Grams2;
-        ReadOnlySpan<uint> g3 = a.Grams3;
         b.Set(FBigramEntropy, row, FeatureMath.Entropy(g2, a.Bigrams));
         b.Set(FTrigramEntropy, row, FeatureMath.Entropy(g3, a.Trigrams));
 

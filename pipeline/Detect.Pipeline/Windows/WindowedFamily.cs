@@ -2,6 +2,13 @@ using System.Runtime.CompilerServices;
 
 namespace Detect.Pipeline.Windows;
 
+/// <summary>An accumulator keeps its own record count and label, so the per-record path touches its lines only.</summary>
+internal interface IAccumulator
+{
+    int Records { get; set; }
+    int Label { get; set; }
+}
+
 /// <summary>An entity key: a small unmanaged struct with its own hash, naming its host by index.</summary>
 internal interface IEntityKey<TKey> : IEquatable<TKey> where TKey : unmanaged
 {
@@ -16,6 +23,8 @@ internal sealed class HostClock
     public long WatermarkNs = long.MinValue;
     /// <summary>Every window ending at or before this has closed; a record for one of them is late.</summary>
     public long ClosedThroughNs = long.MinValue;
+    /// <summary>End of the oldest open window: the watermark reaching it is the only reason to look at the windows.</summary>
+    public long NextCloseNs = long.MaxValue;
     // With lateness shorter than the window, a host has at most two open windows.
     public readonly long[] OpenStart = [NoWindow, NoWindow];
     public readonly int[] OpenHead = [-1, -1];
@@ -48,33 +57,49 @@ public struct WindowStats
 
 /// <summary>
 /// Tumbling event-time windows over a bounded table of entities, shared by every feature family.
-/// Entities live in fixed slots found through an open-addressing index (no per-record allocation);
-/// each entity has at most two open accumulators (current window and the previous one while it is
-/// within the allowed lateness). When a host's watermark reaches a window's end, every accumulator of
-/// that window is emitted as one feature row and freed: a window closes exactly once. A new entity
-/// beyond the bound evicts the least recently active one (CLOCK), emitting its open windows early.
+/// Entities live in fixed slots (one cache line each: key, per-entity state, open windows) found
+/// through an open-addressing index; no per-record allocation. Each entity has at most two open
+/// accumulators (current window and the previous one while it is within the allowed lateness).
+/// When a host's watermark reaches a window's end, every accumulator of that window is emitted as
+/// one feature row and freed: a window closes exactly once. A new entity beyond the bound evicts
+/// the least recently active one (CLOCK), emitting its open windows early (counted).
 /// </summary>
 internal abstract class WindowedFamily<TKey, TEnt, TAcc>
     where TKey : unmanaged, IEntityKey<TKey>
     where TEnt : struct
-    where TAcc : struct
+    where TAcc : struct, IAccumulator
 {
     private const int ChunkShift = 8;
     private const int ChunkSize = 1 << ChunkShift;
+    private const int Used = 1, Referenced = 2, Finished = 4;
+
+    /// <summary>One entity: what the per-record path needs, together.</summary>
+    protected struct Slot
+    {
+        public TKey Key;
+        public TEnt Ent;
+        public long LastSeen;
+        public int Acc0, Acc1;
+        // Low 32 bits of the window index (start / window) of Acc0/Acc1: a window check without touching the accumulator.
+        public int Win0, Win1;
+        public int Flags;
+    }
+
+    private struct AccMeta
+    {
+        public long Start;
+        public int Entity;
+        public int Prev;
+        public int Next;
+    }
 
     protected readonly long WindowNs;
     private readonly long _latenessNs;
     private readonly long _idleNs;
     private readonly int _maxEntities;
-    private readonly List<HostClock> _hosts; // per host index, this family's own clock
+    private readonly List<HostClock> _hosts = []; // per host index, this family's own clock
 
-    // Entity slots.
-    private readonly TKey[] _keys;
-    private readonly TEnt[] _ents;
-    private readonly long[] _lastSeen;
-    private readonly int[] _acc0;
-    private readonly int[] _acc1;
-    private readonly byte[] _flags; // bit 0 used, bit 1 referenced (CLOCK), bit 2 finished
+    private readonly Slot[] _slots;
     private readonly int[] _freeEntities;
     private int _freeEntityTop;
     private int _entityHighWater;
@@ -87,12 +112,7 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
 
     // Accumulators (entity x window), allocated in chunks as they are first needed.
     private readonly TAcc[]?[] _accChunks;
-    private readonly long[] _accStart;
-    private readonly int[] _accEntity;
-    private readonly int[] _accPrev;
-    private readonly int[] _accNext;
-    private readonly int[] _accLabel;
-    private readonly long[] _accRecords;
+    private readonly AccMeta[] _accMeta;
     private readonly int[] _freeAccs;
     private int _freeAccTop;
     private int _accHighWater;
@@ -112,25 +132,14 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         _latenessNs = options.LatenessNs;
         _idleNs = options.IdleNs;
         _maxEntities = maxEntities;
-        _hosts = [];
-        _keys = new TKey[maxEntities];
-        _ents = new TEnt[maxEntities];
-        _lastSeen = new long[maxEntities];
-        _acc0 = new int[maxEntities];
-        _acc1 = new int[maxEntities];
-        _flags = new byte[maxEntities];
+        _slots = new Slot[maxEntities];
         _freeEntities = new int[maxEntities];
         var indexSize = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)maxEntities * 2);
         _index = new long[indexSize];
         _indexMask = indexSize - 1;
         var maxAccs = maxEntities * 2;
         _accChunks = new TAcc[]?[(maxAccs + ChunkSize - 1) >> ChunkShift];
-        _accStart = new long[maxAccs];
-        _accEntity = new int[maxAccs];
-        _accPrev = new int[maxAccs];
-        _accNext = new int[maxAccs];
-        _accLabel = new int[maxAccs];
-        _accRecords = new long[maxAccs];
+        _accMeta = new AccMeta[maxAccs];
         _freeAccs = new int[maxAccs];
     }
 
@@ -147,8 +156,11 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
 
     public int MaxEntities => _maxEntities;
 
+    /// <summary>Entities alive: beyond what the caches hold, the pipeline prefetches ahead.</summary>
+    public int EntityCount => _entityHighWater - _freeEntityTop;
+
     /// <summary>Writes one feature row for a closing window.</summary>
-    protected abstract void EmitRow(in TKey key, ref TAcc acc, long windowStartNs, long recordCount, int labelId);
+    protected abstract void EmitRow(in TKey key, ref TAcc acc, long windowStartNs);
 
     /// <summary>Hands the rows written so far on (end of a close, or a full batch).</summary>
     protected abstract void FlushRows();
@@ -158,15 +170,40 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
 
     protected abstract int MaxPendingRows { get; }
 
-    /// <summary>Called when an entity's slot is reused, so per-entity state starts clean.</summary>
-    protected virtual void ResetEntity(ref TEnt ent) => ent = default;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected ref TAcc Acc(int index) => ref _accChunks[index >> ChunkShift]![index & (ChunkSize - 1)];
 
-    protected ref TEnt Entity(int slot) => ref _ents[slot];
+    protected ref TEnt Entity(int slot) => ref _slots[slot].Ent;
 
-    protected void MarkFinished(int slot) => _flags[slot] |= 4;
+    protected void MarkFinished(int slot) => _slots[slot].Flags |= Finished;
+
+    /// <summary>
+    /// Prefetch hint for a record a few places ahead: brings its index bucket, slot and open
+    /// accumulator toward the cache so that resolving it later does not wait on memory. Returns the
+    /// accumulator of its entity's newest window (or -1) for the family to prefetch further lines.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected unsafe int Prefetch(in TKey key, int depth, out int slotIndex)
+    {
+        slotIndex = -1;
+        var i = key.Hash & _indexMask;
+        if (depth == 0)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref _index[i]));
+            return -1;
+        }
+        var v = _index[i];
+        if (v == 0) return -1;
+        var s = (int)(v & 0xffffffff) - 1;
+        ref var slot = ref _slots[s];
+        if (depth == 1)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref slot));
+            return -1;
+        }
+        slotIndex = s;
+        return slot.Acc1 >= 0 ? slot.Acc1 : slot.Acc0;
+    }
 
     /// <summary>
     /// Finds (or opens) the accumulator of <paramref name="key"/>'s window at <paramref name="eventNs"/>, advancing
@@ -182,11 +219,13 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         {
             host.MaxEventNs = eventNs;
             var wm = eventNs - _latenessNs;
-            if (wm > host.WatermarkNs) AdvanceWatermark(host, wm);
+            if (wm >= host.NextCloseNs) AdvanceWatermark(host, wm);
+            else host.WatermarkNs = wm;
         }
         var start = WindowStart(eventNs);
-        if (start + WindowNs <= host.ClosedThroughNs)
+        if (start + WindowNs <= host.WatermarkNs)
         {
+            // Its window closed (or would have: the watermark is past its end).
             StatsField.LateRecords++;
             slot = -1;
             isNew = false;
@@ -200,35 +239,33 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             _lastKey = key;
             _lastSlot = slot;
         }
-        _flags[slot] |= 2;
-        if (eventNs > _lastSeen[slot]) _lastSeen[slot] = eventNs;
+        ref var e = ref _slots[slot];
+        e.Flags |= Referenced;
+        if (eventNs > e.LastSeen) e.LastSeen = eventNs;
 
         isNew = false;
-        var a0 = _acc0[slot];
+        var tag = (int)(start / WindowNs);
         int acc;
-        if (a0 >= 0 && _accStart[a0] == start) acc = a0;
+        if (e.Acc0 >= 0 && e.Win0 == tag) acc = e.Acc0;
+        else if (e.Acc1 >= 0 && e.Win1 == tag) acc = e.Acc1;
         else
         {
-            var a1 = _acc1[slot];
-            if (a1 >= 0 && _accStart[a1] == start) acc = a1;
-            else
-            {
-                acc = OpenAccumulator(slot, host, start, labelId);
-                isNew = true;
-            }
+            acc = OpenAccumulator(slot, host, start, labelId);
+            isNew = true;
         }
-        _accRecords[acc]++;
+        ref var a = ref Acc(acc);
+        a.Records++;
         StatsField.Records++;
-        if (!isNew && _accLabel[acc] != labelId) MergeLabel(acc, labelId);
+        if (a.Label != labelId) MergeLabel(ref a, labelId);
         return acc;
     }
 
-    private void MergeLabel(int acc, int labelId)
+    private void MergeLabel(ref TAcc a, int labelId)
     {
-        var current = _accLabel[acc];
+        var current = a.Label;
         if (labelId == 0 || current == 0) return; // live data beside labelled: keep what is there
         StatsField.MixedLabelWindows++;
-        if (Labels.IsNormal(current) && !Labels.IsNormal(labelId)) _accLabel[acc] = labelId;
+        if (Labels.IsNormal(current) && !Labels.IsNormal(labelId)) a.Label = labelId;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -250,7 +287,7 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             if ((int)(v >> 32) == hash)
             {
                 var s = (int)(v & 0xffffffff) - 1;
-                if (_keys[s].Equals(key)) return s;
+                if (_slots[s].Key.Equals(key)) return s;
             }
             i = (i + 1) & _indexMask;
         }
@@ -265,12 +302,13 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             i = hash & _indexMask;
             while (_index[i] != 0) i = (i + 1) & _indexMask;
         }
-        _keys[slot] = key;
-        ResetEntity(ref _ents[slot]);
-        _lastSeen[slot] = long.MinValue;
-        _acc0[slot] = -1;
-        _acc1[slot] = -1;
-        _flags[slot] = 1;
+        ref var e = ref _slots[slot];
+        e.Key = key;
+        e.Ent = default;
+        e.LastSeen = long.MinValue;
+        e.Acc0 = -1;
+        e.Acc1 = -1;
+        e.Flags = Used;
         _index[i] = ((long)hash << 32) | (uint)(slot + 1);
         return slot;
     }
@@ -281,19 +319,21 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         {
             var h = _clockHand;
             _clockHand = h + 1 == _entityHighWater ? 0 : h + 1;
-            var f = _flags[h];
-            if ((f & 1) == 0) continue;
-            if ((f & 2) != 0)
+            ref var e = ref _slots[h];
+            if ((e.Flags & Used) == 0) continue;
+            if ((e.Flags & Referenced) != 0)
             {
-                _flags[h] = (byte)(f & ~2);
+                e.Flags &= ~Referenced;
                 continue;
             }
             StatsField.Evictions++;
-            var early = (_acc0[h] >= 0 ? 1 : 0) + (_acc1[h] >= 0 ? 1 : 0);
-            if (early > 0)
+            if (e.Acc0 >= 0 || e.Acc1 >= 0)
             {
-                StatsField.EarlyClosedWindows += early;
-                CloseEntityWindows(h);
+                var host = _hosts[e.Key.HostIndex];
+                if (e.Acc0 >= 0) CloseEarly(host, e.Acc0);
+                if (e.Acc1 >= 0) CloseEarly(host, e.Acc1);
+                e.Acc0 = -1;
+                e.Acc1 = -1;
                 if (PendingRows >= MaxPendingRows) FlushRows();
             }
             RemoveEntity(h, pushFree: false);
@@ -301,25 +341,16 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         }
     }
 
-    private void CloseEntityWindows(int slot)
-    {
-        var host = _hosts[_keys[slot].HostIndex];
-        CloseEarly(host, _acc0[slot]);
-        CloseEarly(host, _acc1[slot]);
-        _acc0[slot] = -1;
-        _acc1[slot] = -1;
-    }
-
     private void CloseEarly(HostClock host, int acc)
     {
-        if (acc < 0) return;
-        Unlink(host, host.OpenStart[0] == _accStart[acc] ? 0 : 1, acc);
+        StatsField.EarlyClosedWindows++;
+        Unlink(host, host.OpenStart[0] == _accMeta[acc].Start ? 0 : 1, acc);
         EmitAndFree(acc);
     }
 
     private void RemoveEntity(int slot, bool pushFree)
     {
-        var hash = _keys[slot].Hash;
+        var hash = _slots[slot].Key.Hash;
         var i = hash & _indexMask;
         var tag = (uint)(slot + 1);
         while ((uint)(_index[i] & 0xffffffff) != tag) i = (i + 1) & _indexMask;
@@ -337,23 +368,21 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             i = j;
         }
         _index[i] = 0;
-        _flags[slot] = 0;
+        _slots[slot].Flags = 0;
         if (_lastSlot == slot) _lastSlot = -1;
         if (pushFree) _freeEntities[_freeEntityTop++] = slot;
     }
 
     private int OpenAccumulator(int slot, HostClock host, long start, int labelId)
     {
-        // An entity keeps at most two windows; a third means the older one is behind the watermark
-        // of another path (cannot happen with lateness < window), so close it early rather than lose it.
-        if (_acc0[slot] >= 0 && _acc1[slot] >= 0)
+        ref var e = ref _slots[slot];
+        // An entity keeps at most two windows (lateness < window); should a third appear, the
+        // oldest is emitted early rather than lost.
+        if (e.Acc0 >= 0 && e.Acc1 >= 0)
         {
-            StatsField.EarlyClosedWindows++;
-            var older = _accStart[_acc0[slot]] < _accStart[_acc1[slot]] ? 0 : 1;
-            var acc = older == 0 ? _acc0[slot] : _acc1[slot];
-            Unlink(host, host.OpenStart[0] == _accStart[acc] ? 0 : 1, acc);
-            EmitAndFree(acc);
-            if (older == 0) _acc0[slot] = -1; else _acc1[slot] = -1;
+            var olderIs0 = _accMeta[e.Acc0].Start < _accMeta[e.Acc1].Start;
+            CloseEarly(host, olderIs0 ? e.Acc0 : e.Acc1);
+            if (olderIs0) e.Acc0 = -1; else e.Acc1 = -1;
         }
         int index;
         if (_freeAccTop > 0) index = _freeAccs[--_freeAccTop];
@@ -363,12 +392,22 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             var chunk = index >> ChunkShift;
             _accChunks[chunk] ??= new TAcc[ChunkSize];
         }
-        Acc(index) = default;
-        _accStart[index] = start;
-        _accEntity[index] = slot;
-        _accLabel[index] = labelId;
-        _accRecords[index] = 0;
-        if (_acc0[slot] < 0) _acc0[slot] = index; else _acc1[slot] = index;
+        ref var a = ref Acc(index); // zero: new chunks are, and EmitAndFree clears what it frees
+        a.Label = labelId;
+        ref var m = ref _accMeta[index];
+        m.Start = start;
+        m.Entity = slot;
+        var tag = (int)(start / WindowNs);
+        if (e.Acc0 < 0)
+        {
+            e.Acc0 = index;
+            e.Win0 = tag;
+        }
+        else
+        {
+            e.Acc1 = index;
+            e.Win1 = tag;
+        }
 
         var w = host.OpenStart[0] == start ? 0 : host.OpenStart[1] == start ? 1 : -1;
         if (w < 0)
@@ -379,11 +418,13 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             host.OpenStart[w] = start;
             host.OpenHead[w] = -1;
             host.OpenCount[w] = 0;
+            host.NextCloseNs = Math.Min(host.OpenStart[0] == HostClock.NoWindow ? long.MaxValue : host.OpenStart[0] + WindowNs,
+                host.OpenStart[1] == HostClock.NoWindow ? long.MaxValue : host.OpenStart[1] + WindowNs);
         }
         var head = host.OpenHead[w];
-        _accPrev[index] = -1;
-        _accNext[index] = head;
-        if (head >= 0) _accPrev[head] = index;
+        m.Prev = -1;
+        m.Next = head;
+        if (head >= 0) _accMeta[head].Prev = index;
         host.OpenHead[w] = index;
         host.OpenCount[w]++;
         return index;
@@ -391,17 +432,18 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
 
     private void Unlink(HostClock host, int w, int acc)
     {
-        var prev = _accPrev[acc];
-        var next = _accNext[acc];
-        if (prev >= 0) _accNext[prev] = next; else host.OpenHead[w] = next;
-        if (next >= 0) _accPrev[next] = prev;
+        ref var m = ref _accMeta[acc];
+        if (m.Prev >= 0) _accMeta[m.Prev].Next = m.Next; else host.OpenHead[w] = m.Next;
+        if (m.Next >= 0) _accMeta[m.Next].Prev = m.Prev;
         host.OpenCount[w]--;
     }
 
     private void EmitAndFree(int acc)
     {
-        var slot = _accEntity[acc];
-        EmitRow(in _keys[slot], ref Acc(acc), _accStart[acc], _accRecords[acc], _accLabel[acc]);
+        ref var m = ref _accMeta[acc];
+        ref var a = ref Acc(acc);
+        EmitRow(in _slots[m.Entity].Key, ref a, m.Start);
+        a = default; // cleared now, while the row's reads have it in cache
         StatsField.Rows++;
         _freeAccs[_freeAccTop++] = acc;
     }
@@ -412,17 +454,12 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         foreach (var host in _hosts) AdvanceWatermark(host, watermarkNs);
     }
 
-    /// <summary>Closes a quiet host's windows by processing time: the watermark moves to at least <paramref name="watermarkNs"/>.</summary>
-    public void AdvanceHost(int hostIndex, long watermarkNs)
-    {
-        if (hostIndex < _hosts.Count) AdvanceWatermark(_hosts[hostIndex], watermarkNs);
-    }
-
     /// <summary>Moves a host's watermark to <paramref name="watermarkNs"/> and closes every window that ends at or before it.</summary>
     private void AdvanceWatermark(HostClock host, long watermarkNs)
     {
-        if (watermarkNs <= host.WatermarkNs) return;
-        host.WatermarkNs = watermarkNs;
+        if (watermarkNs <= host.WatermarkNs && watermarkNs < host.NextCloseNs) return;
+        if (watermarkNs > host.WatermarkNs) host.WatermarkNs = watermarkNs;
+        watermarkNs = host.WatermarkNs;
         var closeThrough = watermarkNs == long.MaxValue ? long.MaxValue : WindowStart(watermarkNs);
         var closedAny = false;
         while (true)
@@ -435,9 +472,10 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             var start = host.OpenStart[w];
             for (var acc = host.OpenHead[w]; acc >= 0;)
             {
-                var next = _accNext[acc];
-                var slot = _accEntity[acc];
-                if (_acc0[slot] == acc) _acc0[slot] = -1; else _acc1[slot] = -1;
+                ref var m = ref _accMeta[acc];
+                var next = m.Next;
+                ref var e = ref _slots[m.Entity];
+                if (e.Acc0 == acc) e.Acc0 = -1; else e.Acc1 = -1;
                 EmitAndFree(acc);
                 if (PendingRows >= MaxPendingRows) FlushRows();
                 acc = next;
@@ -449,6 +487,8 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
             closedAny = true;
         }
         if (closeThrough > host.ClosedThroughNs) host.ClosedThroughNs = closeThrough;
+        host.NextCloseNs = Math.Min(host.OpenStart[0] == HostClock.NoWindow ? long.MaxValue : host.OpenStart[0] + WindowNs,
+            host.OpenStart[1] == HostClock.NoWindow ? long.MaxValue : host.OpenStart[1] + WindowNs);
         if (closedAny)
         {
             if (PendingRows > 0) FlushRows();
@@ -465,10 +505,10 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
         {
             var s = _sweepCursor;
             _sweepCursor = s + 1 >= _entityHighWater ? 0 : s + 1;
-            var f = _flags[s];
-            if ((f & 1) == 0 || _acc0[s] >= 0 || _acc1[s] >= 0) continue;
-            var host = _hosts[_keys[s].HostIndex];
-            if ((f & 4) != 0 || _lastSeen[s] < host.WatermarkNs - _idleNs)
+            ref var e = ref _slots[s];
+            if ((e.Flags & Used) == 0 || e.Acc0 >= 0 || e.Acc1 >= 0) continue;
+            var host = _hosts[e.Key.HostIndex];
+            if ((e.Flags & Finished) != 0 || e.LastSeen < host.WatermarkNs - _idleNs)
             {
                 RemoveEntity(s, pushFree: true);
                 StatsField.Expired++;
