@@ -73,7 +73,8 @@ struct detect_allow_entry {
 struct detect_enforce_control {
 	__u32 version;      /* DETECT_ENFORCE_VERSION of whoever created the maps */
 	__u32 kill_armed;   /* nonzero while the kill list has entries: sys_enter skips its lookup otherwise */
-	__u64 reserved;
+	__u32 agent_tgid;   /* the enforcing agent (never killed by the kill list); 0: none running */
+	__u32 pad0;
 };
 
 /* What enforcement did and could not do, per CPU (BPF_MAP_TYPE_PERCPU_ARRAY, one element). */

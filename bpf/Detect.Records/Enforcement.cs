@@ -148,7 +148,8 @@ public struct EnforceControl
     public const int Size = 16;
     [FieldOffset(0)] public uint Version;
     [FieldOffset(4)] public uint KillArmed;
-    [FieldOffset(8)] public ulong Reserved;
+    [FieldOffset(8)] public uint AgentTgid;
+    [FieldOffset(12)] public uint Pad0;
 }
 
 /// <summary>struct detect_enforce_counters: what enforcement did and could not do (summed over CPUs).</summary>

@@ -83,6 +83,9 @@ public sealed unsafe class TcAttachment : IDisposable
         var netnsInode = NetNamespace.Inode(netns);
         return NetNamespace.Run(netns, () =>
         {
+            // libbpf prints the kernel's netlink messages ("Exclusivity flag on" for a qdisc that
+            // exists): captured, so they go into the error when there is one, and nowhere otherwise.
+            using var log = LibBpfLog.Capture();
             var ifindex = NetNamespace.InterfaceIndex(iface);
             var hook = new LibBpf.TcHook { Sz = (nuint)sizeof(LibBpf.TcHook), Ifindex = ifindex, AttachPoint = (int)direction };
             bool tracked; // the qdisc is one this process made: count our filters on it
@@ -90,7 +93,7 @@ public sealed unsafe class TcAttachment : IDisposable
             {
                 var rc = LibBpf.bpf_tc_hook_create(&hook);
                 if (rc != 0 && rc != -17) // EEXIST: the clsact qdisc is there already
-                    throw new BpfException($"could not create the clsact qdisc on {iface}: {Errnos.Describe(rc)}", -rc, program.Name, where);
+                    throw new BpfException($"could not create the clsact qdisc on {iface}: {Errnos.Describe(rc)}{BpfObject.Warnings(log.Messages, null)}", -rc, program.Name, where);
                 var key = (netnsInode, ifindex);
                 tracked = rc == 0 || QdiscsWeMade.ContainsKey(key);
                 if (tracked) QdiscsWeMade[key] = QdiscsWeMade.GetValueOrDefault(key) + 1;
@@ -107,7 +110,7 @@ public sealed unsafe class TcAttachment : IDisposable
             if (attached != 0)
             {
                 if (tracked) Release(netnsInode, ifindex);
-                throw new BpfException($"program {program.Name} could not be attached at {where}: the kernel said {Errnos.Describe(attached)}", -attached, program.Name, where);
+                throw new BpfException($"program {program.Name} could not be attached at {where}: the kernel said {Errnos.Describe(attached)}{BpfObject.Warnings(log.Messages, null)}", -attached, program.Name, where);
             }
             return new TcAttachment(program.Name, iface, ifindex, netns, netnsInode, direction, options.Handle, options.Priority, opts.ProgId, tracked);
         });
@@ -145,6 +148,7 @@ public sealed unsafe class TcAttachment : IDisposable
         }
         NetNamespace.Run(Netns, () =>
         {
+            using var log = LibBpfLog.Capture();
             var hook = new LibBpf.TcHook { Sz = (nuint)sizeof(LibBpf.TcHook), Ifindex = Ifindex, AttachPoint = (int)Direction };
             var opts = new LibBpf.TcOpts { Sz = (nuint)sizeof(LibBpf.TcOpts), Handle = Handle, Priority = Priority };
             LibBpf.bpf_tc_detach(&hook, &opts); // ENOENT/ENODEV: the filter or the interface is gone already
