@@ -89,7 +89,7 @@ public sealed class FeaturePipeline
             if (n == _offsets.Length) System.Array.Resize(ref _offsets, n * 2);
             _offsets[n++] = reader.Offset - framed.Bytes.Length;
         }
-        var prefetch = _syscall.EntityCount > PrefetchAbove;
+        var prefetch = _syscall.EntityCount > PrefetchAbove || _flow.EntityCount > PrefetchAbove;
         for (var i = 0; i < n; i++)
         {
             if (prefetch)
@@ -131,8 +131,15 @@ public sealed class FeaturePipeline
     private void PrefetchAhead(ReadOnlySpan<byte> records, int index, int host, int sample, int depth)
     {
         var bytes = records[_offsets[index]..];
-        if ((RecordType)bytes[3] == RecordType.Syscall)
-            _syscall.PrefetchSyscall(in MemoryMarshal.AsRef<SyscallRecord>(bytes), host, sample, depth);
+        switch ((RecordType)bytes[3])
+        {
+            case RecordType.Syscall:
+                _syscall.PrefetchSyscall(in MemoryMarshal.AsRef<SyscallRecord>(bytes), host, sample, depth);
+                break;
+            case RecordType.Flow:
+                _flow.PrefetchFlow(in MemoryMarshal.AsRef<FlowRecord>(bytes), host, sample, depth);
+                break;
+        }
     }
 
     /// <summary>

@@ -49,6 +49,7 @@ internal sealed class FeatureBatchBuilder
         return row;
     }
 
+    /// <summary>Sets a feature of a row. Cells start at zero: a zero need not be written.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Set(int feature, int row, float value) => At<float>(_features[feature], row) = value;
 
@@ -76,8 +77,12 @@ internal sealed class FeatureBatchBuilder
         return new RecordBatch(_schema.Arrow, arrays, n);
     }
 
+    /// <summary>Empties the builder. Feature cells of the used rows are zeroed here, in bulk, so that rows
+    /// need only write their non-zero features (most n-gram buckets of a window are empty).</summary>
     public void Clear()
     {
+        var bytes = Rows * 4;
+        foreach (var column in _features) System.Array.Clear(column, 0, bytes);
         Rows = 0;
         _host.Clear();
         _entity.Clear();

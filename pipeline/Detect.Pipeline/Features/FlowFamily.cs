@@ -93,12 +93,35 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int PortBucket(ushort port) => (int)(((uint)port * 0x9E3779B1u) >> 27);
 
-    public void OnFlow(in FlowRecord r, int host, int sample, long offsetNs, int label)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static SourceKey KeyOf(in FlowRecord r, int host, int sample)
     {
         ReadOnlySpan<byte> s = r.Saddr;
-        var key = r.Family == 6
+        return r.Family == 6
             ? new SourceKey(host, sample, 6, BinaryPrimitives.ReadUInt64LittleEndian(s), BinaryPrimitives.ReadUInt64LittleEndian(s[8..]))
             : new SourceKey(host, sample, 4, BinaryPrimitives.ReadUInt32LittleEndian(s), 0);
+    }
+
+    /// <summary>Prefetch for a flow record a few places ahead (see <see cref="WindowedFamily{TKey,TEnt,TAcc}.Prefetch"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void PrefetchFlow(in FlowRecord r, int host, int sample, int depth)
+    {
+        var key = KeyOf(in r, host, sample);
+        var acc = Prefetch(in key, depth, out _);
+        if (acc < 0) return;
+        ref var a = ref Acc(acc);
+        var p = (byte*)Unsafe.AsPointer(ref a);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(p);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 64);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 128);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.DstPorts[Mix(r.Dport) >> 6]));
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.SrcPorts[Mix(r.Sport) >> 6]));
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.PortBuckets[PortBucket(r.Dport)]));
+    }
+
+    public void OnFlow(in FlowRecord r, int host, int sample, long offsetNs, int label)
+    {
+        var key = KeyOf(in r, host, sample);
         var eventNs = (long)r.Header.KtimeNs + offsetNs;
         var acc = Resolve(in key, eventNs, label, out _, out var isNew);
         if (acc < 0) return;

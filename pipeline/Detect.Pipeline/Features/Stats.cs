@@ -66,9 +66,15 @@ internal static class FeatureMath
     {
         var k = 0;
         foreach (var c in buckets) if (c != 0) k++;
-        var m = (float)buckets.Length;
+        return LinearCount(k, buckets.Length);
+    }
+
+    /// <summary>-m ln(1 - k/m), rounded; m ln m when every bucket is occupied.</summary>
+    public static float LinearCount(int k, int buckets)
+    {
+        var m = (float)buckets;
         if (k == 0) return 0;
-        if (k >= buckets.Length) return MathF.Round(m * MathF.Log(m));
+        if (k >= buckets) return MathF.Round(m * MathF.Log(m));
         return MathF.Round(-m * MathF.Log(1f - k / m));
     }
 

@@ -274,24 +274,40 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         b.Set(FExits, row, a.Exits);
         ReadOnlySpan<uint> classes = a.Classes;
         b.Set(FClassEntropy, row, FeatureMath.Entropy(classes, calls));
-        ReadOnlySpan<uint> g2 = a.Grams2;
-        ReadOnlySpan<uint> g3 = a.Grams3;
-        var d2 = FeatureMath.DistinctEstimate(g2);
-        var d3 = FeatureMath.DistinctEstimate(g3);
+        var invCalls = calls > 0 ? 1f / calls : 0f;
+        for (var i = 0; i < SyscallClasses.Names.Length; i++)
+            if (classes[i] != 0) b.Set(FClass + i, row, classes[i] * invCalls);
+        ReadOnlySpan<uint> tracked = a.Tracked;
+        for (var i = 0; i < SyscallClasses.Tracked.Length; i++)
+            if (tracked[i] != 0) b.Set(FTracked + i, row, tracked[i] * invCalls);
+
+        // One pass per histogram: frequencies (non-zero buckets only), entropy and occupied buckets.
+        var (d2, h2) = Grams(b, row, FGram2, a.Grams2, a.Bigrams);
+        var (d3, h3) = Grams(b, row, FGram3, a.Grams3, a.Trigrams);
         b.Set(FBigramDistinct, row, d2);
         b.Set(FTrigramDistinct, row, d3);
         b.Set(FBigramDistinctRatio, row, a.Bigrams > 0 ? Math.Min(1f, d2 / a.Bigrams) : 0f);
         b.Set(FTrigramDistinctRatio, row, a.Trigrams > 0 ? Math.Min(1f, d3 / a.Trigrams) : 0f);
-        b.Set(FBigramEntropy, row, FeatureMath.Entropy(g2, a.Bigrams));
-        b.Set(FTrigramEntropy, row, FeatureMath.Entropy(g3, a.Trigrams));
+        b.Set(FBigramEntropy, row, h2);
+        b.Set(FTrigramEntropy, row, h3);
+    }
 
-        var invCalls = calls > 0 ? 1f / calls : 0f;
-        for (var i = 0; i < SyscallClasses.Names.Length; i++) b.Set(FClass + i, row, classes[i] * invCalls);
-        ReadOnlySpan<uint> tracked = a.Tracked;
-        for (var i = 0; i < SyscallClasses.Tracked.Length; i++) b.Set(FTracked + i, row, tracked[i] * invCalls);
-        var inv2 = a.Bigrams > 0 ? 1f / a.Bigrams : 0f;
-        for (var i = 0; i < Bigram; i++) b.Set(FGram2 + i, row, g2[i] * inv2);
-        var inv3 = a.Trigrams > 0 ? 1f / a.Trigrams : 0f;
-        for (var i = 0; i < Trigram; i++) b.Set(FGram3 + i, row, g3[i] * inv3);
+    /// <summary>Writes a hashed n-gram histogram's frequencies; returns its distinct estimate (linear counting over the buckets) and entropy in bits.</summary>
+    private static (float Distinct, float Entropy) Grams(FeatureBatchBuilder b, int row, int first, ReadOnlySpan<uint> buckets, int total)
+    {
+        if (total <= 0) return (0, 0);
+        var inv = 1f / total;
+        var occupied = 0;
+        double h = 0;
+        for (var i = 0; i < buckets.Length; i++)
+        {
+            var c = buckets[i];
+            if (c == 0) continue;
+            occupied++;
+            var p = c * inv;
+            b.Set(first + i, row, p);
+            h -= p * Math.Log2(p);
+        }
+        return (FeatureMath.LinearCount(occupied, buckets.Length), (float)h);
     }
 }
