@@ -112,11 +112,22 @@ public sealed unsafe class EnforcementTable : IDisposable
         }
     }
 
-    /// <summary>Serialises changes across processes (agent, `detect block`).</summary>
+    /// <summary>
+    /// Serialises changes across processes (agent, `detect block`): flock on a file opened with
+    /// open(2) directly, since .NET's own FileShare emulation takes a conflicting flock itself.
+    /// </summary>
     internal static IDisposable Lock()
     {
-        var handle = File.OpenHandle(LockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        if (NetLibc.flock((int)handle.DangerousGetHandle(), 2 /* LOCK_EX */) != 0)
+        const int OCreat = 0x40;
+        int fd;
+        fixed (byte* p = LibBpf.Z(LockPath)) fd = NetLibc.open(p, 2 /* O_RDWR */ | OCreat | NetLibc.OCloexec, 0x180 /* 0600 */);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new BpfException($"could not open {LockPath}: {Errnos.Describe(errno)}", errno);
+        }
+        var handle = new SafeBpfFd(fd); // closing the fd releases the lock
+        if (NetLibc.flock(fd, 2 /* LOCK_EX */) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
             handle.Dispose();
