@@ -12,16 +12,15 @@
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(detect_process_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (detect_filtered(pid_tgid >> 32))
+	if (detect_filtered(task->tgid))
 		return 0;
 	struct detect_exec *r = bpf_ringbuf_reserve(&detect_process_events, sizeof(*r), 0);
 	if (!r) {
 		detect_count_lost(DETECT_REC_EXEC);
 		return 0;
 	}
-	detect_fill_header(&r->hdr, DETECT_REC_EXEC, sizeof(*r), bpf_ktime_get_boot_ns());
-	detect_fill_task(&r->task, task, pid_tgid);
+	detect_fill_header(&r->hdr, DETECT_REC_EXEC, sizeof(*r), bpf_ktime_get_boot_ns(), task);
+	detect_fill_task(&r->task, task);
 	r->old_pid = (__u32)old_pid;
 	r->flags = 0;
 	r->pad0 = 0;
@@ -61,8 +60,7 @@ int BPF_PROG(detect_process_exit, struct task_struct *task)
 	struct signal_struct *signal = task->signal;
 	if (signal->live.counter != 0)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (detect_filtered(pid_tgid >> 32))
+	if (detect_filtered(task->tgid))
 		return 0;
 	struct detect_exit *r = bpf_ringbuf_reserve(&detect_process_events, sizeof(*r), 0);
 	if (!r) {
@@ -70,8 +68,8 @@ int BPF_PROG(detect_process_exit, struct task_struct *task)
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
-	detect_fill_header(&r->hdr, DETECT_REC_EXIT, sizeof(*r), now);
-	detect_fill_task(&r->task, task, pid_tgid);
+	detect_fill_header(&r->hdr, DETECT_REC_EXIT, sizeof(*r), now, task);
+	detect_fill_task(&r->task, task);
 	/* What wait(2) would report, as wait_task_zombie computes it. */
 	r->exit_code = (signal->flags & SIGNAL_GROUP_EXIT) ? signal->group_exit_code : task->exit_code;
 	r->pad0 = 0;
@@ -86,16 +84,16 @@ int BPF_PROG(detect_process_fork, struct task_struct *parent, struct task_struct
 	/* A new thread joins its parent's thread group: only new processes are recorded. */
 	if (child->pid != child->tgid)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (detect_filtered(pid_tgid >> 32))
+	struct task_struct *current_task = bpf_get_current_task_btf(); /* the parent thread */
+	if (detect_filtered(current_task->tgid))
 		return 0;
 	struct detect_fork *r = bpf_ringbuf_reserve(&detect_process_events, sizeof(*r), 0);
 	if (!r) {
 		detect_count_lost(DETECT_REC_FORK);
 		return 0;
 	}
-	detect_fill_header(&r->hdr, DETECT_REC_FORK, sizeof(*r), bpf_ktime_get_boot_ns());
-	detect_fill_task(&r->task, bpf_get_current_task_btf(), pid_tgid);
+	detect_fill_header(&r->hdr, DETECT_REC_FORK, sizeof(*r), bpf_ktime_get_boot_ns(), current_task);
+	detect_fill_task(&r->task, current_task);
 	r->child_pid = (__u32)child->tgid;
 	r->pad0 = 0;
 	r->child_start_ns = child->start_boottime;

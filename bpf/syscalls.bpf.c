@@ -3,11 +3,11 @@
  * syscalls.bpf.c - the syscall sensor.
  *
  * Records mode: one struct detect_syscall per call, written at sys_exit with the return value;
- * exit and exit_group never return, so they are written at sys_enter with
+ * exit and exit_group never return, so they are written at their entry tracepoints with
  * DETECT_SYSCALL_F_NO_RETURN. Summary mode: per-process counts in detect_syscall_counts,
  * one struct detect_syscall_summary per process per interval and when the process exits.
  *
- * tp_btf programs (BTF-typed raw tracepoints): no tracefs, no perf-event buffer copy of the
+ * sys_exit is a tp_btf program (BTF-typed raw tracepoint): no perf-event buffer copy of the
  * arguments, direct typed access to pt_regs - the cheapest hook on the syscall path here.
  */
 #include "common.bpf.h"
@@ -31,15 +31,35 @@ struct {
 	__uint(max_entries, 16 << 20);
 } detect_syscall_events SEC(".maps");
 
-/* Summary mode: tgid -> counts since the last summary of that process. hdr.ktime_ns holds the
- * time of the last counted call (the agent flushes entries idle for an interval). */
+/* Summary mode: tgid -> counts since the last summary of that process. */
+struct summary_entry {
+	struct detect_syscall_summary rec; /* the counts; hdr is written when the record goes out */
+	__u64 interval_start_tick;         /* interval start in ticks (jiffies, or ns without CONFIG_HZ) */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
-	__type(value, struct detect_syscall_summary);
+	__type(value, struct summary_entry);
 } detect_syscall_counts SEC(".maps");
+
+/* The interval is watched with jiffies: bpf_jiffies64 is a load, while a precise clock read
+ * (bpf_ktime_get_boot_ns) is the most expensive part of a summary-mode call. The records keep
+ * precise CLOCK_BOOTTIME times, read once per interval. Without the kernel config (CONFIG_HZ
+ * unknown), the precise clock is used for both. */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+static __always_inline __u64 summary_tick(void)
+{
+	return CONFIG_HZ ? bpf_jiffies64() : bpf_ktime_get_boot_ns();
+}
+
+static __always_inline __u64 summary_tick_ns(void)
+{
+	return CONFIG_HZ ? 1000000000ULL / CONFIG_HZ : 1;
+}
 
 /* Calls summary mode could not count because detect_syscall_counts was full (per CPU). */
 struct {
@@ -51,30 +71,24 @@ struct {
 
 /* Zero value for new detect_syscall_counts entries (too big for the BPF stack). In .bss, so
  * .rodata keeps detect_config as its only variable. */
-struct detect_syscall_summary detect_summary_zero;
+struct summary_entry detect_summary_zero;
 
-/* Wake the agent only when the ring crosses this fill level; below it the agent's poll
- * timeout collects the records. One wakeup per 64 KiB instead of one per record. */
-#define SYSCALL_WAKEUP_BYTES (64 << 10)
-#define RINGBUF_HDR_SZ       8
-
-static __always_inline void emit_syscall(struct task_struct *task, __u64 pid_tgid, __u32 nr, long ret, __u32 flags)
+/* The syscall ring never wakes the agent: at a million records a second a wakeup (or even
+ * the bpf_ringbuf_query to decide on one) per record costs more than the record. The agent
+ * polls it every SensorOptions.PollInterval and drains without sleeping while records come. */
+static __always_inline void emit_syscall(struct task_struct *task, __u32 nr, long ret, __u32 flags)
 {
 	struct detect_syscall *r = bpf_ringbuf_reserve(&detect_syscall_events, sizeof(*r), 0);
 	if (!r) {
 		detect_count_lost(DETECT_REC_SYSCALL);
 		return;
 	}
-	detect_fill_header(&r->hdr, DETECT_REC_SYSCALL, sizeof(*r), bpf_ktime_get_boot_ns());
-	detect_fill_task(&r->task, task, pid_tgid);
+	detect_fill_header(&r->hdr, DETECT_REC_SYSCALL, sizeof(*r), bpf_ktime_get_boot_ns(), task);
+	detect_fill_task(&r->task, task);
 	r->ret = ret;
 	r->nr = nr;
 	r->flags = flags;
-
-	__u64 avail = bpf_ringbuf_query(&detect_syscall_events, BPF_RB_AVAIL_DATA);
-	__u64 wake = avail >= SYSCALL_WAKEUP_BYTES && avail < SYSCALL_WAKEUP_BYTES + sizeof(*r) + RINGBUF_HDR_SZ
-		? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(r, wake);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
 struct summary_drain {
@@ -103,15 +117,15 @@ static long summary_move(__u32 i, void *ctx)
  * from the live entry. Runs in the process's own context: the task block is refreshed (the
  * comm may have changed with an exec since the entry was made). */
 static __always_inline void emit_summary(struct detect_syscall_summary *live, struct task_struct *task,
-					 __u64 pid_tgid, __u64 start, __u64 now, __u32 flags)
+					 __u64 start, __u64 now, __u32 flags)
 {
 	struct detect_syscall_summary *r = bpf_ringbuf_reserve(&detect_process_events, sizeof(*r), 0);
 	if (!r) {
 		detect_count_lost(DETECT_REC_SYSCALL_SUMMARY);
 		return;
 	}
-	detect_fill_header(&r->hdr, DETECT_REC_SYSCALL_SUMMARY, sizeof(*r), now);
-	detect_fill_task(&r->task, task, pid_tgid);
+	detect_fill_header(&r->hdr, DETECT_REC_SYSCALL_SUMMARY, sizeof(*r), now, task);
+	detect_fill_task(&r->task, task);
 	r->interval_start_ns = start;
 	r->flags = flags;
 	r->total = live->total;
@@ -127,26 +141,28 @@ static __always_inline void emit_summary(struct detect_syscall_summary *live, st
 	bpf_ringbuf_submit(r, 0);
 }
 
-static __always_inline void count_syscall(struct task_struct *task, __u64 pid_tgid, __u32 nr, long ret)
+static __always_inline void count_syscall(struct task_struct *task, __u32 nr, long ret)
 {
-	__u32 tgid = pid_tgid >> 32;
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct detect_syscall_summary *s = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
-	if (!s) {
+	__u32 tgid = task->tgid;
+	__u64 tick = summary_tick();
+	struct summary_entry *e = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
+	if (!e) {
 		bpf_map_update_elem(&detect_syscall_counts, &tgid, &detect_summary_zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
-		if (!s) {
+		e = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
+		if (!e) {
 			__u32 zero = 0;
 			__u64 *n = bpf_map_lookup_elem(&detect_syscall_uncounted, &zero);
 			if (n)
 				*n += 1;
 			return;
 		}
-		if (s->interval_start_ns == 0) {
-			detect_fill_task(&s->task, task, pid_tgid);
-			s->interval_start_ns = now;
+		if (e->interval_start_tick == 0) {
+			detect_fill_task(&e->rec.task, task);
+			e->rec.interval_start_ns = bpf_ktime_get_boot_ns();
+			e->interval_start_tick = tick;
 		}
 	}
+	struct detect_syscall_summary *s = &e->rec;
 
 	__u64 slot = nr;
 	__asm__ volatile("" : "+r"(slot)); /* bound check and index in one register (see summary_move) */
@@ -157,47 +173,58 @@ static __always_inline void count_syscall(struct task_struct *task, __u64 pid_tg
 	__sync_fetch_and_add(&s->total, 1);
 	if (ret < 0)
 		__sync_fetch_and_add(&s->failed, 1);
-	s->hdr.ktime_ns = now; /* last activity */
 	if ((nr == NR_EXECVE || nr == NR_EXECVEAT) && ret == 0)
-		detect_fill_task(&s->task, task, pid_tgid); /* a new image: the agent's flush names it */
+		detect_fill_task(&s->task, task); /* a new image: the agent's flush names it */
 
-	__u64 start = s->interval_start_ns;
-	if (now - start >= detect_config.summary_interval_ns &&
-	    __sync_val_compare_and_swap(&s->interval_start_ns, start, now) == start) {
-		/* This CPU won the interval: the record covers [start, now]. */
-		emit_summary(s, task, pid_tgid, start, now, 0);
+	__u64 start = e->interval_start_tick;
+	if ((tick - start) * summary_tick_ns() >= detect_config.summary_interval_ns &&
+	    __sync_val_compare_and_swap(&e->interval_start_tick, start, tick) == start) {
+		/* This CPU won the interval: the record covers [previous start, now]. */
+		__u64 now = bpf_ktime_get_boot_ns();
+		__u64 start_ns = s->interval_start_ns;
+		s->interval_start_ns = now;
+		emit_summary(s, task, start_ns, now, 0);
 	}
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(detect_sys_enter, struct pt_regs *regs, long id)
+/* exit and exit_group never return: they are recorded at entry. The per-syscall tracepoints fire
+ * for these two calls only, so the other calls pay no program run at entry (a tp_btf/sys_enter
+ * program would run for every call to find these two). */
+static __always_inline int on_no_return(__u32 nr)
 {
-	/* Only calls that never return are recorded at entry. */
-	if (id != NR_EXIT && id != NR_EXIT_GROUP)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (detect_filtered(pid_tgid >> 32))
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	if (detect_filtered(task->tgid))
+		return 0;
 	if (detect_config.syscall_mode == DETECT_SYSCALL_MODE_RECORDS)
-		emit_syscall(task, pid_tgid, (__u32)id, 0, DETECT_SYSCALL_F_NO_RETURN);
+		emit_syscall(task, nr, 0, DETECT_SYSCALL_F_NO_RETURN);
 	else if (detect_config.syscall_mode == DETECT_SYSCALL_MODE_SUMMARY)
-		count_syscall(task, pid_tgid, (__u32)id, 0);
+		count_syscall(task, nr, 0);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_exit")
+int detect_sys_enter_exit(void *ctx)
+{
+	return on_no_return(NR_EXIT);
+}
+
+SEC("tracepoint/syscalls/sys_enter_exit_group")
+int detect_sys_enter_exit_group(void *ctx)
+{
+	return on_no_return(NR_EXIT_GROUP);
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(detect_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (detect_filtered(pid_tgid >> 32))
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (detect_filtered(task->tgid))
 		return 0;
 	__u32 nr = (__u32)SYSCALL_NR(regs);
-	struct task_struct *task = bpf_get_current_task_btf();
 	if (detect_config.syscall_mode == DETECT_SYSCALL_MODE_RECORDS)
-		emit_syscall(task, pid_tgid, nr, ret, 0);
+		emit_syscall(task, nr, ret, 0);
 	else if (detect_config.syscall_mode == DETECT_SYSCALL_MODE_SUMMARY)
-		count_syscall(task, pid_tgid, nr, ret);
+		count_syscall(task, nr, ret);
 	return 0;
 }
 
@@ -210,11 +237,10 @@ int BPF_PROG(detect_syscall_process_exit, struct task_struct *task)
 	if (task->signal->live.counter != 0)
 		return 0; /* a thread, not the whole process */
 	__u32 tgid = task->tgid;
-	struct detect_syscall_summary *s = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
-	if (!s)
+	struct summary_entry *e = bpf_map_lookup_elem(&detect_syscall_counts, &tgid);
+	if (!e)
 		return 0;
-	emit_summary(s, bpf_get_current_task_btf(), bpf_get_current_pid_tgid(), s->interval_start_ns,
-		     bpf_ktime_get_boot_ns(), DETECT_SUMMARY_F_PROCESS_EXITED);
+	emit_summary(&e->rec, task, e->rec.interval_start_ns, bpf_ktime_get_boot_ns(), DETECT_SUMMARY_F_PROCESS_EXITED);
 	bpf_map_delete_elem(&detect_syscall_counts, &tgid);
 	return 0;
 }

@@ -29,6 +29,7 @@ public sealed class SensorAgent : IDisposable
     private readonly RingBufferPoller _poller;
     private readonly byte[] _flushBuffer = GC.AllocateArray<byte>(64 * SyscallSummaryRecord.Size, pinned: true);
     private RecordReaderStats _stats;
+    private Dictionary<uint, uint> _lastTotals = [];
     private long _syscallRecords, _processRecords, _flushedSummaries;
     private int _stopped, _disposed;
 
@@ -170,7 +171,7 @@ public sealed class SensorAgent : IDisposable
             var n = DrainOnce(handler);
             if (_options.SyscallMode == SyscallMode.Summary && Environment.TickCount64 >= nextFlush)
             {
-                FlushSummaries(handler, _options.SummaryInterval);
+                FlushSummaries(handler, all: false);
                 nextFlush = Environment.TickCount64 + (long)_options.SummaryInterval.TotalMilliseconds;
             }
             if (n == 0) _poller.Wait(pollMs);
@@ -219,32 +220,40 @@ public sealed class SensorAgent : IDisposable
     }
 
     /// <summary>
-    /// Summary mode: writes a summary (flag USER_FLUSHED) for every process whose counts have
-    /// been idle for <paramref name="idleFor"/> (all of them when null) and removes its entry.
-    /// lookup-and-delete takes each entry in one step. Returns the summaries written.
+    /// Summary mode: writes a summary (flag USER_FLUSHED) for every process whose counts did not
+    /// move since the previous pass (idle for at least one pass; <see cref="Run"/> makes a pass
+    /// per summary interval), or for every process when <paramref name="all"/>, and removes the
+    /// entries. lookup-and-delete takes each entry in one step. Returns the summaries written.
     /// </summary>
-    public int FlushSummaries(ISensorBatchHandler handler, TimeSpan? idleFor)
+    /// <remarks>
+    /// A process that becomes active again in the microseconds between the read of its idle entry
+    /// and its removal may lose the count of that first call: the kernel side cannot tell.
+    /// </remarks>
+    public int FlushSummaries(ISensorBatchHandler handler, bool all)
     {
         if (_syscalls == null || _options.SyscallMode != SyscallMode.Summary) return 0;
         var map = _syscalls.Maps["detect_syscall_counts"];
-        var now = (ulong)KernelClock.BootTimeNs();
-        var idleNs = idleFor is { } i ? (ulong)i.Ticks * 100 : 0;
+        var value = new byte[map.ValueSize]; // struct summary_entry: the record, then the interval tick
+        var key = new byte[4];
+        var totals = new Dictionary<uint, uint>();
         var flushed = 0;
         var inBuffer = 0;
-        var value = new byte[SyscallSummaryRecord.Size];
         foreach (var tgid in map.Keys<uint>())
         {
-            if (idleFor != null)
+            BitConverter.TryWriteBytes(key, tgid);
+            if (!all)
             {
-                if (!map.TryLookup(BitConverter.GetBytes(tgid), value)) continue;
-                var lastActive = MemoryMarshal.Read<SyscallSummaryRecord>(value).Header.KtimeNs;
-                if (now - lastActive < idleNs) continue;
+                if (!map.TryLookup(key, value)) continue;
+                var total = MemoryMarshal.Read<SyscallSummaryRecord>(value).Total;
+                if (!_lastTotals.TryGetValue(tgid, out var last) || last != total)
+                {
+                    totals[tgid] = total; // new or active since the last pass: the kernel reports it
+                    continue;
+                }
             }
-            // An entry the kernel touches between our read and this delete loses at most the
-            // calls of that instant; entries are only taken after a whole idle interval.
-            if (!map.TryLookupAndDelete(BitConverter.GetBytes(tgid), value)) continue;
-            ref var s = ref MemoryMarshal.AsRef<SyscallSummaryRecord>(value.AsSpan());
-            if (s.Total == 0 && s.Other == 0) continue; // everything was already reported
+            if (!map.TryLookupAndDelete(key, value)) continue;
+            ref var s = ref MemoryMarshal.AsRef<SyscallSummaryRecord>(value.AsSpan(0, SyscallSummaryRecord.Size));
+            if (s.Total == 0) continue; // everything was already reported
             s.Header = new RecordHeader
             {
                 Magic = RecordFormat.Magic,
@@ -255,7 +264,7 @@ public sealed class SensorAgent : IDisposable
                 KtimeNs = (ulong)KernelClock.BootTimeNs(),
             };
             s.Flags |= SummaryFlags.UserFlushed;
-            value.CopyTo(_flushBuffer.AsSpan(inBuffer * SyscallSummaryRecord.Size));
+            value.AsSpan(0, SyscallSummaryRecord.Size).CopyTo(_flushBuffer.AsSpan(inBuffer * SyscallSummaryRecord.Size));
             inBuffer++;
             flushed++;
             if (inBuffer * SyscallSummaryRecord.Size == _flushBuffer.Length)
@@ -266,6 +275,7 @@ public sealed class SensorAgent : IDisposable
         }
         if (inBuffer > 0)
             handler.OnBatch(new SensorBatch(_flushBuffer.AsSpan(0, inBuffer * SyscallSummaryRecord.Size), inBuffer, ref _stats));
+        _lastTotals = totals;
         Interlocked.Add(ref _flushedSummaries, flushed);
         return flushed;
     }
@@ -281,7 +291,7 @@ public sealed class SensorAgent : IDisposable
             foreach (var p in o.Programs)
                 p.Detach();
         while (DrainOnce(handler) > 0) { }
-        FlushSummaries(handler, null);
+        FlushSummaries(handler, all: true);
     }
 
     private void DisposeKernelObjects()

@@ -30,8 +30,9 @@ public sealed record SensorOptions
     public uint ProcessRingBytes { get; init; } = 4u << 20;
 
     /// <summary>
-    /// Longest wait for records before the rings are looked at anyway: the syscall programs wake
-    /// the agent only per 64 KiB, so this bounds how late a lone syscall record is seen.
+    /// Longest wait before the rings are looked at anyway: the syscall ring never wakes the agent
+    /// (a wakeup per record would cost more than the record), so this bounds how late a syscall
+    /// record is seen. While records keep coming the agent drains without sleeping.
     /// </summary>
     public TimeSpan PollInterval { get; init; } = TimeSpan.FromMilliseconds(10);
 

@@ -294,7 +294,8 @@ public sealed class SensorTests
     {
         using var h = new SensorHarness(new SensorOptions { SyscallMode = SyscallMode.Summary });
         var attached = h.Agent.Report.Attached.Select(p => p.AttachPoint).Order().ToList();
-        Assert.Equal(["tp_btf/sched_process_exec", "tp_btf/sched_process_exit", "tp_btf/sched_process_exit", "tp_btf/sched_process_fork", "tp_btf/sys_enter", "tp_btf/sys_exit"], attached);
+        Assert.Equal(["tp_btf/sched_process_exec", "tp_btf/sched_process_exit", "tp_btf/sched_process_exit", "tp_btf/sched_process_fork", "tp_btf/sys_exit",
+            "tracepoint/syscalls/sys_enter_exit", "tracepoint/syscalls/sys_enter_exit_group"], attached);
         Assert.Empty(h.Agent.Report.Failed);
     }
 
