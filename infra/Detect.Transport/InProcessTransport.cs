@@ -107,6 +107,9 @@ public sealed class InProcessTransport : ITransport
     {
         public int DefaultMaxMessageBytes => 256 * 1024;
 
+        // The bytes never leave this process's memory.
+        public bool DefaultCrc => false;
+
         public SendResult TrySend(in OutboundMessage message)
         {
             if (bus.Append(message.Family, message.HostId, message.Buffer, message.Length, pooled: true)) return SendResult.Delivered;

@@ -31,6 +31,9 @@ internal interface IMessageSink : IDisposable
 {
     int DefaultMaxMessageBytes { get; }
 
+    /// <summary>Whether messages carry a CRC unless PublisherOptions.Crc says otherwise.</summary>
+    bool DefaultCrc { get; }
+
     /// <summary>Never blocks. Takes ownership of the message's buffer whatever the result.</summary>
     SendResult TrySend(in OutboundMessage message);
 
@@ -51,6 +54,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     private readonly PublisherOptions _options;
     private readonly OpenBatch[] _batches;
     private readonly int _maxMessageBytes;
+    private readonly bool _crc;
     private readonly long _lingerTicks;
     private readonly Timer _lingerTimer;
     private readonly Action<string> _log;
@@ -69,6 +73,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
         _log = options.Log ?? (m => Console.Error.WriteLine("transport: " + m));
         _sink = sinkFactory(this);
         _maxMessageBytes = options.MaxMessageBytes > 0 ? options.MaxMessageBytes : _sink.DefaultMaxMessageBytes;
+        _crc = options.Crc ?? _sink.DefaultCrc;
         if (_maxMessageBytes < MessageHeader.Size + SyscallSummaryRecord.Size)
             throw new ArgumentException($"MaxMessageBytes {_maxMessageBytes} cannot hold the largest record", nameof(options));
         Session = (uint)RandomNumberGenerator.GetInt32(1, int.MaxValue);
@@ -100,7 +105,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
             return false;
         }
         var batch = _batches[(int)family];
-        lock (batch)
+        using (batch.Enter())
         {
             if (batch.Length + record.Length > _maxMessageBytes) Seal(batch);
             if (batch.Buffer == null) Open(batch);
@@ -120,7 +125,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     {
         var appended = 0;
         var batch = _batches[(int)family];
-        lock (batch)
+        using (batch.Enter())
         {
             while (records.Length > 0)
             {
@@ -148,7 +153,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     {
         foreach (var batch in _batches)
         {
-            lock (batch) Seal(batch);
+            using (batch.Enter()) Seal(batch);
         }
     }
 
@@ -167,7 +172,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
             long appended = 0, messagesSealed = 0, recordsSealed = 0;
             foreach (var batch in _batches)
             {
-                lock (batch)
+                using (batch.Enter())
                 {
                     appended += batch.Appended;
                     messagesSealed += batch.MessagesSealed;
@@ -217,7 +222,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
             }
             foreach (var batch in _batches)
             {
-                lock (batch)
+                using (batch.Enter())
                 {
                     if (batch.Buffer != null) ArrayPool<byte>.Shared.Return(batch.Buffer);
                     batch.Buffer = null;
@@ -247,7 +252,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
         batch.Length = 0;
         var sequence = ++batch.Sequence;
         MessageFormat.WriteHeader(buffer, batch.Family, _options.HostId, Session, sequence, batch.RecordsSealed, count,
-            length - MessageHeader.Size, UnixNowNs(), _options.Crc);
+            length - MessageHeader.Size, UnixNowNs(), _crc);
         batch.RecordsSealed += (ulong)count;
         batch.MessagesSealed++;
 
@@ -285,7 +290,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
         foreach (var batch in _batches)
         {
             if (Volatile.Read(ref batch.Count) == 0 || now - Volatile.Read(ref batch.OpenedTicks) < _lingerTicks) continue;
-            lock (batch)
+            using (batch.Enter())
             {
                 if (batch.Count > 0 && now - batch.OpenedTicks >= _lingerTicks) Seal(batch);
             }
@@ -293,16 +298,12 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     }
 
     private static bool CheckRecord(MessageFamily family, ReadOnlySpan<byte> record) =>
-        RecordLength(family, record) == record.Length && record.Length > 0;
+        record.Length > 0 && RecordLength(family, record) == record.Length;
 
     // The length of the record at the start of `records` if it may be published in `family`, else 0.
     private static int RecordLength(MessageFamily family, ReadOnlySpan<byte> records)
     {
-        if (MessageFamilies.CarriesSensorRecords(family))
-        {
-            if (RecordReader.Check(records, out var length, out _) != RecordError.None) return 0;
-            return MessageFamilies.Of((RecordType)records[3]) == family ? length : 0;
-        }
+        if (MessageFamilies.CarriesSensorRecords(family)) return MessageFormat.SensorRecordLength(records, family);
         if (family is MessageFamily.None or MessageFamily.DeadLetters || !MessageFamilies.IsKnown(family)) return 0;
         if (records.Length < RecordHeader.Size || (records[0] | (records[1] << 8)) != RecordFormat.Magic) return 0;
         var framed = records[4] | (records[5] << 8);
@@ -353,6 +354,27 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     private sealed class OpenBatch(MessageFamily family)
     {
         public readonly MessageFamily Family = family;
+        private int _busy;
+
+        // A spin lock: the owner holds it for a copy of one record (or one seal); a CAS and a
+        // store are cheaper than Monitor or Lock on this path, and contention (the linger timer,
+        // a second draining thread) is rare and short.
+        public Scope Enter()
+        {
+            if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) Contended();
+            return new Scope(this);
+        }
+
+        private void Contended()
+        {
+            var spinner = new SpinWait();
+            while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) spinner.SpinOnce();
+        }
+
+        public readonly ref struct Scope(OpenBatch batch)
+        {
+            public void Dispose() => Volatile.Write(ref batch._busy, 0);
+        }
         public byte[]? Buffer;
         public int Length;
         public int Count;

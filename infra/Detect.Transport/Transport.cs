@@ -91,8 +91,12 @@ public sealed record PublisherOptions
     /// <summary>Bound on bytes sealed but not yet delivered (Kafka: the client's queue). Beyond it, batches are dropped and counted.</summary>
     public long MaxPendingBytes { get; init; } = 64L << 20;
 
-    /// <summary>Compute the payload CRC32C (consumers check it when present).</summary>
-    public bool Crc { get; init; } = true;
+    /// <summary>
+    /// Compute the payload CRC32C (consumers check it when present). Null: the carrier decides:
+    /// on for Kafka (bytes cross networks, brokers, disks, mirroring tools), off in process
+    /// (the bytes never leave this process's memory; the flag in the header says so).
+    /// </summary>
+    public bool? Crc { get; init; }
 
     /// <summary>How long Dispose waits for undelivered messages.</summary>
     public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(5);

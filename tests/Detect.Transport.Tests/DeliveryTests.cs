@@ -108,6 +108,12 @@ public abstract class DeliveryTests
         Assert.Equal(0, stats.DuplicateMessages);
         Assert.Equal(hosts * (long)perHost, stats.RecordsReceived);
         Assert.Equal(hosts, stats.StreamsStarted);
+        CheckPartitioning(check, transport, 4);
+    }
+
+    /// <summary>Carrier-specific check that each host's messages landed where its key says.</summary>
+    private protected virtual void CheckPartitioning(StreamCheck check, ITransport transport, int partitions)
+    {
     }
 
     [Fact]

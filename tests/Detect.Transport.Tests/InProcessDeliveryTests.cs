@@ -13,6 +13,12 @@ public sealed class InProcessDeliveryTests : DeliveryTests
 
     protected override void Kill(IMessageConsumer consumer) => consumer.Dispose();
 
+    private protected override void CheckPartitioning(StreamCheck check, ITransport transport, int partitions)
+    {
+        foreach (var (host, seen) in check.HostPartitions)
+            Assert.Equal([InProcessTransport.PartitionOf(host, partitions)], seen);
+    }
+
     [Fact]
     public async Task Publisher_BusFull_DropsAndCountsAndTheConsumerMissesExactlyThat()
     {

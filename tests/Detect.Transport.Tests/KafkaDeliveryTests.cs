@@ -35,6 +35,13 @@ public sealed class KafkaDeliveryTests(BrokerFixture fixture) : DeliveryTests, I
 
     protected override void Kill(IMessageConsumer consumer) => ((KafkaMessageConsumer)consumer).Abandon();
 
+    // Java clients and every murmur2 partitioner put a host's key where KafkaTransport.PartitionOf says.
+    private protected override void CheckPartitioning(StreamCheck check, ITransport transport, int partitions)
+    {
+        foreach (var (host, seen) in check.HostPartitions)
+            Assert.Equal([KafkaTransport.PartitionOf(host, partitions)], seen);
+    }
+
     [Fact]
     public void Broker_StartsWithTheProjectTopicsAndAnAddress()
     {

@@ -16,6 +16,10 @@ internal sealed class StreamCheck : IObserver
 {
     private readonly Dictionary<uint, ulong> _next = [];
     private readonly HashSet<(string, int)> _partitions = [];
+    private readonly Dictionary<ulong, HashSet<int>> _hostPartitions = [];
+
+    /// <summary>The partitions each host's messages came from.</summary>
+    public IReadOnlyDictionary<ulong, HashSet<int>> HostPartitions => _hostPartitions;
 
     public long Unique { get; private set; }
     public long Duplicates { get; private set; }
@@ -28,6 +32,8 @@ internal sealed class StreamCheck : IObserver
         {
             Messages++;
             _partitions.Add((message.Topic, message.Partition));
+            if (!_hostPartitions.TryGetValue(message.HostId, out var set)) _hostPartitions[message.HostId] = set = [];
+            set.Add(message.Partition);
             var reader = message.Records();
             while (reader.TryRead(out var record))
             {

@@ -84,6 +84,50 @@ public sealed class KafkaTransport : ITransport
         }
     }
 
+    /// <summary>
+    /// The partition a host's messages go to in a topic of <paramref name="partitions"/> partitions:
+    /// murmur2 of the 8-byte key, as Java clients and librdkafka's murmur2 partitioners compute it.
+    /// </summary>
+    public static int PartitionOf(ulong hostId, int partitions)
+    {
+        Span<byte> key = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(key, hostId);
+        return (int)((Murmur2(key) & 0x7fffffff) % (uint)partitions);
+    }
+
+    private static uint Murmur2(ReadOnlySpan<byte> data)
+    {
+        const uint m = 0x5bd1e995;
+        var h = 0x9747b28cu ^ (uint)data.Length;
+        var i = 0;
+        for (; i + 4 <= data.Length; i += 4)
+        {
+            var k = BinaryPrimitives.ReadUInt32LittleEndian(data[i..]);
+            k *= m;
+            k ^= k >> 24;
+            k *= m;
+            h *= m;
+            h ^= k;
+        }
+        switch (data.Length - i)
+        {
+            case 3:
+                h ^= (uint)data[i + 2] << 16;
+                goto case 2;
+            case 2:
+                h ^= (uint)data[i + 1] << 8;
+                goto case 1;
+            case 1:
+                h ^= data[i];
+                h *= m;
+                break;
+        }
+        h ^= h >> 13;
+        h *= m;
+        h ^= h >> 15;
+        return h;
+    }
+
     internal static byte[] KeyOf(ulong hostId)
     {
         var key = new byte[8];
@@ -121,7 +165,7 @@ public sealed class KafkaTransport : ITransport
         private readonly PublisherOptions _options;
         private readonly IDeliveryListener _listener;
         private readonly Action<string> _log;
-        private readonly Action<DeliveryReport<byte[], byte[]>> _onDelivery;
+        private readonly byte[]?[] _spares = new byte[MessageFamilies.Count][];
         private readonly object _swap = new();
         private readonly string[] _topics;
         private IProducer<byte[], byte[]> _producer;
@@ -138,7 +182,6 @@ public sealed class KafkaTransport : ITransport
             _options = options;
             _listener = listener;
             _log = transport.Log(options.Log);
-            _onDelivery = OnDelivery;
             _topics = Enumerable.Range(0, MessageFamilies.Count).Select(f => MessageFamilies.Topic((MessageFamily)f, transport.TopicPrefix)).ToArray();
             _keyHost = options.HostId;
             _key = KeyOf(options.HostId);
@@ -147,6 +190,8 @@ public sealed class KafkaTransport : ITransport
 
         // Kafka messages are copied into an exact-size array; under 85 KB it stays out of the large-object heap.
         public int DefaultMaxMessageBytes => 64 * 1024;
+
+        public bool DefaultCrc => true;
 
         private IProducer<byte[], byte[]> Build()
         {
@@ -175,7 +220,12 @@ public sealed class KafkaTransport : ITransport
 
         public SendResult TrySend(in OutboundMessage message)
         {
-            var value = message.Buffer.AsSpan(0, message.Length).ToArray();
+            // librdkafka copies the value during Produce (MSG_F_COPY), so one exact-size array per
+            // family is reused: full batches all have the same length. TrySend for a family runs
+            // under that family's batch lock, so the spare slot is never shared.
+            var family = (int)message.Family;
+            var value = _spares[family] is { } spare && spare.Length == message.Length ? spare : new byte[message.Length];
+            message.Buffer.AsSpan(0, message.Length).CopyTo(value);
             ArrayPool<byte>.Shared.Return(message.Buffer);
             if (Volatile.Read(ref _disposed) != 0) return SendResult.Full;
             if (_fatal != null) Rebuild();
@@ -186,7 +236,8 @@ public sealed class KafkaTransport : ITransport
             }
             try
             {
-                _producer.Produce(_topics[(int)message.Family], new Message<byte[], byte[]> { Key = _key, Value = value }, _onDelivery);
+                var report = new Delivery(_listener, message.Family, message.RecordCount, message.Length);
+                _producer.Produce(_topics[family], new Message<byte[], byte[]> { Key = _key, Value = value }, report.Handle);
                 return SendResult.Accepted;
             }
             catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull)
@@ -195,21 +246,26 @@ public sealed class KafkaTransport : ITransport
             }
             catch (KafkaException e)
             {
-                RateLimitedLog($"produce to {_topics[(int)message.Family]} failed: {e.Error.Reason}");
+                RateLimitedLog($"produce to {_topics[family]} failed: {e.Error.Reason}");
                 if (e.Error.IsFatal) _fatal = e.Error.Reason;
                 return SendResult.Full;
             }
+            finally
+            {
+                _spares[family] = value;
+            }
         }
 
-        private void OnDelivery(DeliveryReport<byte[], byte[]> report)
+        /// <summary>What a delivery report is about (the value array has been reused by then).</summary>
+        private sealed class Delivery(IDeliveryListener listener, MessageFamily family, int records, int bytes)
         {
-            var value = report.Message.Value;
-            var family = value.Length > 3 ? (MessageFamily)value[3] : MessageFamily.None;
-            var records = value.Length >= MessageHeader.Size ? (int)BinaryPrimitives.ReadUInt32LittleEndian(value.AsSpan(32)) : 0;
-            if (report.Error.IsError)
-                _listener.Failed(family, records, report.Status == PersistenceStatus.PossiblyPersisted, report.Error.Reason);
-            else
-                _listener.Delivered(family, records, value.Length);
+            public void Handle(DeliveryReport<byte[], byte[]> report)
+            {
+                if (report.Error.IsError)
+                    listener.Failed(family, records, report.Status == PersistenceStatus.PossiblyPersisted, report.Error.Reason);
+                else
+                    listener.Delivered(family, records, bytes);
+            }
         }
 
         private void OnError(IProducer<byte[], byte[]> producer, Error error)
