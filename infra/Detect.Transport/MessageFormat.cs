@@ -6,7 +6,7 @@ using Detect.Records;
 
 namespace Detect.Transport;
 
-// The transport message: one batch of records behind a 56-byte header. The same bytes travel
+// The transport message: one batch of records behind a 64-byte header. The same bytes travel
 // through every carrier (Kafka value, in-process bus entry), so a message can be dumped with
 // kcat and decoded offline. Little-endian, like the records.
 //
@@ -14,7 +14,7 @@ namespace Detect.Transport;
 //   0      2    magic 0xDE7B
 //   2      1    message format version (1)
 //   3      1    family (MessageFamily)
-//   4      2    header length (56)
+//   4      2    header length (64)
 //   6      2    flags (bit 0: the CRC field is set; other bits must be 0)
 //   8      8    host id (also the Kafka key, so one host's records stay in one partition)
 //   16     8    sequence: 1, 2, 3 ... per (host, family, session); a hole is a lost message
@@ -25,7 +25,9 @@ namespace Detect.Transport;
 //   40     4    CRC32C (Castagnoli) of the payload
 //   44     4    session: random per publisher start, so a restarted sensor is a new stream
 //   48     8    sealed at, unix ns (latency measurement)
-//   56          payload: records exactly as the sensors wrote them, back to back (8-aligned)
+//   56     8    boot-to-realtime offset of the sensor host, ns: unix ns = record ktime_ns + this
+//                 (records carry CLOCK_BOOTTIME, which means nothing on another machine)
+//   64          payload: records exactly as the sensors wrote them, back to back (8-aligned)
 //
 // Payload by family: syscalls/process/flows carry the records of bpf/records.h (each checked
 // with RecordReader and against its family); alerts, policy and policy-acks carry records that
@@ -124,11 +126,11 @@ public static class MessageFamilies
     public static string Topic(MessageFamily family, string prefix = DefaultTopicPrefix) => prefix + Name(family);
 }
 
-/// <summary>The 56-byte header in front of every message (layout in the comment at the top of this file).</summary>
+/// <summary>The 64-byte header in front of every message (layout in the comment at the top of this file).</summary>
 [StructLayout(LayoutKind.Explicit, Size = Size)]
 public struct MessageHeader
 {
-    public const int Size = 56;
+    public const int Size = 64;
     public const ushort MagicValue = 0xDE7B;
     public const byte CurrentVersion = 1;
 
@@ -145,6 +147,7 @@ public struct MessageHeader
     [FieldOffset(40)] public uint PayloadCrc32C;
     [FieldOffset(44)] public uint Session;
     [FieldOffset(48)] public long SealedUnixNs;
+    [FieldOffset(56)] public long BootToRealtimeNs;
 
     /// <summary>The index one past this message's last record in its stream.</summary>
     public readonly ulong NextRecord => FirstRecord + RecordCount;
@@ -180,7 +183,7 @@ public static class MessageFormat
 {
     /// <summary>Fills the header at the start of <paramref name="message"/> for the payload that follows it.</summary>
     public static void WriteHeader(Span<byte> message, MessageFamily family, ulong hostId, uint session, ulong sequence,
-        ulong firstRecord, int recordCount, int payloadLength, long sealedUnixNs, bool withCrc = true)
+        ulong firstRecord, int recordCount, int payloadLength, long sealedUnixNs, bool withCrc = true, long bootToRealtimeNs = 0)
     {
         var payload = message.Slice(MessageHeader.Size, payloadLength);
         var header = new MessageHeader
@@ -198,6 +201,7 @@ public static class MessageFormat
             PayloadCrc32C = withCrc ? Crc32C(payload) : 0,
             Session = session,
             SealedUnixNs = sealedUnixNs,
+            BootToRealtimeNs = bootToRealtimeNs,
         };
         MemoryMarshal.Write(message, in header);
     }

@@ -252,7 +252,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
         batch.Length = 0;
         var sequence = ++batch.Sequence;
         MessageFormat.WriteHeader(buffer, batch.Family, _options.HostId, Session, sequence, batch.RecordsSealed, count,
-            length - MessageHeader.Size, UnixNowNs(), _crc);
+            length - MessageHeader.Size, UnixNowNs(), _crc, _options.BootToRealtimeNs ?? KernelClock.BootToRealtimeOffsetNs());
         batch.RecordsSealed += (ulong)count;
         batch.MessagesSealed++;
 

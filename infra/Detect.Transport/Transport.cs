@@ -98,6 +98,12 @@ public sealed record PublisherOptions
     /// </summary>
     public bool? Crc { get; init; }
 
+    /// <summary>
+    /// The boot-to-realtime offset written in every message (records carry CLOCK_BOOTTIME). Null:
+    /// this machine's, read at each seal (KernelClock). A replay of a capture file passes the file's.
+    /// </summary>
+    public long? BootToRealtimeNs { get; init; }
+
     /// <summary>How long Dispose waits for undelivered messages.</summary>
     public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(5);
 

@@ -109,6 +109,8 @@ public abstract class DeliveryTests
         Assert.Equal(hosts * (long)perHost, stats.RecordsReceived);
         Assert.Equal(hosts, stats.StreamsStarted);
         CheckPartitioning(check, transport, 4);
+        // Every message says how to turn its records' boot-clock times into wall-clock times.
+        Assert.InRange(check.LastBootToRealtimeNs - KernelClock.BootToRealtimeOffsetNs(), -1_000_000_000, 1_000_000_000);
     }
 
     /// <summary>Carrier-specific check that each host's messages landed where its key says.</summary>

@@ -8,21 +8,22 @@ namespace Detect.Transport.Tests;
 public sealed class MessageFormatTests
 {
     [Fact]
-    public void Header_Is56BytesWithFieldsWhereTheReadmeSays()
+    public void Header_Is64BytesWithFieldsWhereTheReadmeSays()
     {
         Assert.Equal(MessageHeader.Size, Unsafe.SizeOf<MessageHeader>());
         var bytes = new byte[MessageHeader.Size];
         MessageFormat.WriteHeader(bytes, MessageFamily.Flows, hostId: 0x1122334455667788, session: 7, sequence: 9, firstRecord: 100,
-            recordCount: 0, payloadLength: 0, sealedUnixNs: 42);
+            recordCount: 0, payloadLength: 0, sealedUnixNs: 42, bootToRealtimeNs: 1_700_000_000_000_000_000);
         Assert.Equal(0xDE7B, BinaryPrimitives.ReadUInt16LittleEndian(bytes));
         Assert.Equal(1, bytes[2]);
         Assert.Equal((byte)MessageFamily.Flows, bytes[3]);
-        Assert.Equal(56, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(4)));
+        Assert.Equal(64, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(4)));
         Assert.Equal(0x1122334455667788UL, BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(8)));
         Assert.Equal(9UL, BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(16)));
         Assert.Equal(100UL, BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(24)));
         Assert.Equal(7u, BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(44)));
         Assert.Equal(42L, BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(48)));
+        Assert.Equal(1_700_000_000_000_000_000L, BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(56)));
     }
 
     [Fact]

@@ -26,11 +26,15 @@ internal sealed class StreamCheck : IObserver
     public long Missing { get; private set; }
     public long Messages { get; private set; }
 
+    /// <summary>The boot-to-realtime offset of the last message.</summary>
+    public long LastBootToRealtimeNs { get; private set; }
+
     public void Observe(InboundMessage message)
     {
         lock (this)
         {
             Messages++;
+            LastBootToRealtimeNs = message.Header.BootToRealtimeNs;
             _partitions.Add((message.Topic, message.Partition));
             if (!_hostPartitions.TryGetValue(message.HostId, out var set)) _hostPartitions[message.HostId] = set = [];
             set.Add(message.Partition);
