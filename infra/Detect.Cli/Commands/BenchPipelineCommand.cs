@@ -144,8 +144,8 @@ public sealed class BenchPipelineCommand : ICliCommand
             var source = new RecordSource("bench", 1_700_000_000_000_000_000L + pass++ * passNs);
             foreach (var b in batches) pipeline.Process(b, source);
         }
-        // Warm-up: JIT, and every process's slot and accumulators allocated (a full window and its close).
-        var warm = (int)Math.Max(1, 2 * perWindow / passRecords);
+        // Warm-up: JIT, and every process's slot and accumulators allocated (a window and its close).
+        var warm = (int)(perWindow / passRecords) + 1;
         for (var i = 0; i < warm; i++) RunPass();
         rows = 0;
         var self = Process.GetCurrentProcess();
@@ -158,7 +158,7 @@ public sealed class BenchPipelineCommand : ICliCommand
             RunPass();
             records += passRecords;
         }
-        while (sw.Elapsed.TotalSeconds < minSeconds || records < 2 * perWindow);
+        while (sw.Elapsed.TotalSeconds < minSeconds || records < perWindow); // at least one window close measured
         self.Refresh();
         var cpu = (self.TotalProcessorTime - cpu0).TotalSeconds;
         return new Measure(records / cpu, records / sw.Elapsed.TotalSeconds, rows);
