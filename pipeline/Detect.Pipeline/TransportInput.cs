@@ -1,27 +1,25 @@
-using Detect.Records;
 using Detect.Transport;
 
 namespace Detect.Pipeline;
 
 /// <summary>
 /// Feeds a pipeline from the transport: each message's payload (the records, back to back) goes to
-/// <see cref="FeaturePipeline.Process"/> as it is, with the source of its host. At least once: a
-/// message is committed after its records were applied; duplicates are committed unseen.
+/// <see cref="FeaturePipeline.Process"/> as it is, with its host and the boot-to-realtime offset its
+/// header carries. At least once: a message is committed after its records were applied;
+/// duplicates are committed unseen.
 /// </summary>
 public sealed class TransportInput
 {
     private readonly FeaturePipeline _pipeline;
-    private readonly Func<ulong, RecordSource> _sourceOf;
+    private readonly Func<ulong, string> _hostName;
     private readonly Dictionary<ulong, RecordSource> _sources = [];
 
-    /// <param name="sourceOf">Host id -> its source (name and boot-to-realtime offset). The message header carries
-    /// no clock offset, so the default assumes every host's boot clock is this machine's (true in process,
-    /// `./detect up`); a multi-host deployment must pass the offsets its hosts announce.</param>
-    public TransportInput(FeaturePipeline pipeline, Func<ulong, RecordSource>? sourceOf = null)
+    /// <param name="hostName">Host id -> the name in the `host` column. Default: this machine's name for
+    /// <see cref="HostIdentity.Local"/>, `host-` and the id in hex for others.</param>
+    public TransportInput(FeaturePipeline pipeline, Func<ulong, string>? hostName = null)
     {
         _pipeline = pipeline;
-        var local = KernelClock.BootToRealtimeOffsetNs();
-        _sourceOf = sourceOf ?? (id => new RecordSource(id == HostIdentity.Local ? Environment.MachineName : $"host-{id:x16}", local));
+        _hostName = hostName ?? (id => id == HostIdentity.Local ? Environment.MachineName : $"host-{id:x16}");
     }
 
     public long Messages { get; private set; }
@@ -36,9 +34,11 @@ public sealed class TransportInput
             Duplicates++;
             return;
         }
-        if (!_sources.TryGetValue(message.HostId, out var source))
+        var offset = message.Header.BootToRealtimeNs;
+        // One source per host, replaced when the sensor's clock offset moves (it is read at each seal).
+        if (!_sources.TryGetValue(message.HostId, out var source) || source.BootToRealtimeNs != offset)
         {
-            source = _sourceOf(message.HostId);
+            source = new RecordSource(source?.Host ?? _hostName(message.HostId), offset);
             _sources[message.HostId] = source;
         }
         _pipeline.Process(message.Payload, source);
