@@ -343,6 +343,35 @@ public sealed class FlowTests
         Assert.Equal((uint)shellPid, flow.Pid);
         Assert.Equal(Detect.Sensors.Bpf.CgroupTarget.Id(cgroup.Path), flow.CgroupId);
     }
+
+    private sealed class FlowHandler : ISensorBatchHandler
+    {
+        public List<FlowRecord> Flows { get; } = [];
+        public int Batches { get; private set; }
+
+        public void OnBatch(SensorBatch batch)
+        {
+            Batches++;
+            foreach (var record in batch)
+                if (record.Type == RecordType.Flow) Flows.Add(System.Runtime.InteropServices.MemoryMarshal.Read<FlowRecord>(record.Bytes));
+        }
+    }
+
+    [Fact]
+    public void FlowCapture_HandsFlowRecordsToTheHandlerTheOtherSensorsFeed()
+    {
+        Needs.KernelBtf();
+        using var net = NetNs.Create();
+        var handler = new FlowHandler();
+        using var capture = FlowCapture.Start([$"{net.A.Interface}@{net.A.Netns}"], handler, new FlowSensorOptions { TcpLinger = TimeSpan.FromMilliseconds(200) });
+        var port = NetTraffic.FreePort();
+        NetTraffic.TcpExchange(net.A, net.B, port, up: 10_000, down: 5_000);
+        var stats = capture.Stop();
+        var flow = Assert.Single(handler.Flows, r => IsTcp(r, port));
+        Assert.Equal(FlowEndReason.TcpEnd, flow.Reason);
+        Assert.Equal(capture.Records, handler.Flows.Count);
+        Assert.Equal(0L, stats.Unaccounted);
+    }
 }
 
 /// <summary>Tests that make namespaces and attach to them run one at a time (timeouts stay honest on 2 cores).</summary>

@@ -70,7 +70,8 @@ public sealed class BenchFlowsCommand : ICliCommand
         using var net = BenchNetwork.Create();
         Console.Error.WriteLine($"bench flows: namespaces {net.NsA} / {net.NsB}, veth {net.IfA} ({net.AddrA}) <-> {net.IfB} ({net.AddrB}), offloads as the kernel sets them");
         var port = 5201 + Random.Shared.Next(1000);
-        using var server = net.Start(net.NsB, iperf, "-s", "-p", port.ToString(CultureInfo.InvariantCulture), "-B", net.AddrB);
+        net.Start(net.NsB, iperf, "-s", "-p", port.ToString(CultureInfo.InvariantCulture), "-B", net.AddrB); // the network kills it
+
         Thread.Sleep(500);
 
         var runs = new List<Run>();
@@ -179,7 +180,7 @@ public sealed class BenchFlowsCommand : ICliCommand
                 ? ["-c", net.AddrB, "-p", port.ToString(CultureInfo.InvariantCulture), "-t", seconds.ToString(CultureInfo.InvariantCulture), "-u", "-b", "0", "-l", udpSize.ToString(CultureInfo.InvariantCulture), "-J"]
                 : ["-c", net.AddrB, "-p", port.ToString(CultureInfo.InvariantCulture), "-t", seconds.ToString(CultureInfo.InvariantCulture), "-J"];
             var clock = Stopwatch.StartNew();
-            using var client = net.Start(net.NsA, iperf, args);
+            var client = net.Start(net.NsA, iperf, args);
             // Sweep as the agent would while traffic runs.
             var records = new List<FlowRecord>();
             while (!client.WaitForExit(200))
@@ -367,6 +368,19 @@ public sealed class BenchFlowsCommand : ICliCommand
                 if (!File.Exists(Path.Combine("/run/netns", ns))) continue;
                 try
                 {
+                    // Anything still running inside keeps the namespace (and the veth) alive.
+                    foreach (var pid in IpOut("netns", "pids", ns).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                    {
+                        try
+                        {
+                            using var stray = Process.GetProcessById(int.Parse(pid, CultureInfo.InvariantCulture));
+                            stray.Kill();
+                            stray.WaitForExit(5000);
+                        }
+                        catch (ArgumentException)
+                        {
+                        }
+                    }
                     Ip("netns", "del", ns);
                 }
                 catch (InvalidOperationException e)

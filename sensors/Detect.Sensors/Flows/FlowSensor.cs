@@ -272,15 +272,16 @@ public sealed class FlowSensor : IDisposable
     /// <summary>
     /// One turn of an agent loop: waits up to <paramref name="timeout"/> for records (less when a
     /// sweep is due), sweeps when <see cref="FlowSensorOptions.SweepInterval"/> has passed, and
-    /// drains into <paramref name="handler"/>. Returns the records handed over.
+    /// drains (up to <paramref name="maxRecords"/>) into <paramref name="handler"/>. Returns the
+    /// records handed over.
     /// </summary>
-    public int Pump<THandler>(ref THandler handler, TimeSpan timeout)
+    public int Pump<THandler>(ref THandler handler, TimeSpan timeout, int maxRecords = int.MaxValue)
         where THandler : IRingBufferHandler, allows ref struct
     {
         var untilSweep = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), Math.Max(_nextSweep, Stopwatch.GetTimestamp()));
         WaitForRecords(untilSweep < timeout ? untilSweep : timeout);
         if (Stopwatch.GetTimestamp() >= _nextSweep) Sweep();
-        return Drain(ref handler);
+        return Drain(ref handler, maxRecords);
     }
 
     /// <summary>Wakes a <see cref="Pump"/> or <see cref="WaitForRecords"/> in progress, from any thread.</summary>
