@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Detect.Transport;
 using Detect.Transport.Kafka;
 
@@ -37,9 +38,16 @@ public sealed class BrokerCommand : ICliCommand
             Console.WriteLine(broker.BootstrapServers);
             Console.Error.WriteLine($"detect broker: listening at {broker.BootstrapServers} (written to {file}); librdkafka {KafkaNative.Version()}");
             Console.Error.WriteLine($"detect broker: topics {string.Join(", ", MessageFamilies.All.Select(f => MessageFamilies.Topic(f)))}; Ctrl-C stops it");
+            // Ctrl-C arrives through ct; a service manager's SIGTERM should stop it the same way.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+            {
+                c.Cancel = true;
+                stop.Cancel();
+            });
             try
             {
-                await Task.Delay(Timeout.Infinite, ct);
+                await Task.Delay(Timeout.Infinite, stop.Token);
             }
             catch (OperationCanceledException)
             {

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text;
 
 namespace Detect.Transport.Kafka;
 
@@ -138,7 +137,7 @@ public sealed class LocalKafkaBroker : IDisposable
         var dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
         var tmp = path + ".tmp";
-        File.WriteAllText(tmp, BootstrapServers + "\n", Encoding.UTF8);
+        File.WriteAllText(tmp, BootstrapServers + "\n"); // no BOM: shells read this file too
         File.Move(tmp, path, overwrite: true);
     }
 
