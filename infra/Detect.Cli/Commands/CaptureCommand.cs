@@ -20,10 +20,11 @@ public sealed class CaptureCommand : ICliCommand
         var seconds = new Option<double>("--seconds") { Description = "How long to capture", DefaultValueFactory = _ => 5 };
         var output = new Option<string?>("--out") { Description = "Write the records to this capture file (format in README: Capture files)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object as the last line (counts and losses keyed by record type)" };
+        var iface = new Option<string[]>("--iface") { Description = "Also record network flows on this interface (NAME or NAME@NETNS; repeatable)", AllowMultipleArgumentsPerToken = true };
         var sensorOptions = new SensorCliOptions();
         var command = new Command("capture", "Run the sensors for a while and report records per type and losses; optionally write them to a file")
         {
-            seconds, output, json,
+            seconds, output, json, iface,
         };
         sensorOptions.AddTo(command);
         command.SetAction((parse, ct) =>
@@ -38,12 +39,12 @@ public sealed class CaptureCommand : ICliCommand
                 Console.Error.WriteLine($"capture: {e.Message}");
                 return Task.FromResult(2);
             }
-            return Task.FromResult(Run(parse.GetValue(seconds), parse.GetValue(output), parse.GetValue(json), options, ct));
+            return Task.FromResult(Run(parse.GetValue(seconds), parse.GetValue(output), parse.GetValue(json), options, parse.GetValue(iface) ?? [], ct));
         });
         return command;
     }
 
-    private static int Run(double seconds, string? output, bool json, SensorOptions options, CancellationToken ct)
+    private static int Run(double seconds, string? output, bool json, SensorOptions options, string[] ifaces, CancellationToken ct)
     {
         if (seconds <= 0)
         {
@@ -64,15 +65,30 @@ public sealed class CaptureCommand : ICliCommand
             });
         }
         var handler = new CountingHandler(writer);
+        // Flows (Sensors II): a sensor of their own feeding the same handler, serialised with the others.
+        Detect.Sensors.Flows.FlowCapture? flows;
+        try
+        {
+            flows = ifaces.Length > 0 ? Detect.Sensors.Flows.FlowCapture.Start(ifaces, handler) : null;
+        }
+        catch (Exception e) when (e is ArgumentException or Detect.Sensors.Bpf.BpfException)
+        {
+            Console.Error.WriteLine($"capture: {e.Message}");
+            writer?.Dispose();
+            return 2;
+        }
+        using var flowCapture = flows;
+        ISensorBatchHandler sink = flows?.Handler ?? handler;
         var clock = Stopwatch.StartNew();
         using (var stop = CancellationTokenSource.CreateLinkedTokenSource(ct))
         {
             stop.CancelAfter(TimeSpan.FromSeconds(seconds));
             Console.Error.WriteLine($"capture: {seconds.ToString(CultureInfo.InvariantCulture)} s, syscall mode {options.SyscallMode.ToString().ToLowerInvariant()}" +
                 (output != null ? $", writing {output}" : "") + " (Ctrl-C stops early)");
-            agent.Run(handler, stop.Token);
+            agent.Run(sink, stop.Token);
         }
-        agent.Stop(handler); // detach, drain what is left, flush summaries
+        agent.Stop(sink); // detach, drain what is left, flush summaries
+        var flowStats = flows?.Stop(); // detach, export what is pending, hand the last flow records over
         var elapsed = clock.Elapsed.TotalSeconds;
         var losses = agent.ReadLosses();
         writer?.Dispose();
@@ -98,6 +114,12 @@ public sealed class CaptureCommand : ICliCommand
         result["attached"] = agent.Report.Attached.Select(p => $"{p.Object}/{p.Program}").ToArray();
         result["refused"] = agent.Report.Failed.Select(p => p.ToString()).ToArray();
         if (output != null) result["out"] = Path.GetFullPath(output);
+        if (flowStats is { } fs)
+        {
+            Console.WriteLine($"flows on {string.Join(", ", ifaces)}: {fs.Counters.Packets:N0} packets in {fs.Counters.Records:N0} records; packets in no flow (table full) {fs.Counters.UncountedPackets:N0}");
+            result["flow_packets"] = fs.Counters.Packets;
+            result["flow_uncounted_packets"] = fs.Counters.UncountedPackets;
+        }
         if (json) Console.WriteLine(JsonSerializer.Serialize(result));
         return 0;
     }
