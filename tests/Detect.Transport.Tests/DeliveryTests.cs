@@ -246,6 +246,70 @@ public abstract class DeliveryTests
         Assert.True(seenA.Unique > 0 && seenB.Unique > 0, $"one member got everything: {seenA.Unique} / {seenB.Unique}");
         Assert.Equal(total, seenA.Unique + seenB.Unique);
     }
+
+    [Fact]
+    public async Task Consumer_OnlyHost_GetsItsOwnAndBroadcastPolicyAndCommitsPastTheRest()
+    {
+        using var transport = Open(partitions: 1);
+        var me = HostIdentity.FromName("policy-target");
+        var other = HostIdentity.FromName("policy-other");
+        // Policy records are defined by the policy engine; the transport checks their framing only.
+        foreach (var (host, tag) in new[] { (other, 1u), (me, 2u), (0UL, 3u), (other, 4u), (me, 5u) })
+        {
+            using var publisher = transport.CreatePublisher(new PublisherOptions { HostId = host, Log = _ => { } });
+            Assert.True(publisher.TryAppend(MessageFamily.Policy, TestRecords.Syscall(tag, 0)));
+            Assert.True(await publisher.FlushAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken));
+        }
+        var options = Group("sensor-policy", [MessageFamily.Policy]) with { OnlyHost = me };
+        var tags = new List<uint>();
+        using (var consumer = transport.Subscribe(options))
+        {
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            cts.CancelAfter(Patience);
+            while (tags.Count < 3)
+            {
+                using var message = await consumer.ReceiveAsync(cts.Token);
+                Assert.Equal(MessageFamily.Policy, message.Family);
+                Assert.Contains(message.HostId, new[] { me, 0UL });
+                tags.Add(System.Runtime.InteropServices.MemoryMarshal.Read<SyscallRecord>(message.Payload).Task.Pid);
+                consumer.Commit(message);
+            }
+            Assert.Equal(2, consumer.Stats.SkippedOtherHosts);
+            await Task.Delay(options.CommitInterval * 3, TestContext.Current.CancellationToken);
+        }
+        Assert.Equal([2u, 3u, 5u], tags);
+
+        // The group's offset moved past everything, the other host's messages included: a new member's first message is a new one.
+        using var again = transport.Subscribe(options);
+        using (var publisher = transport.CreatePublisher(new PublisherOptions { HostId = me, Log = _ => { } }))
+        {
+            Assert.True(publisher.TryAppend(MessageFamily.Policy, TestRecords.Syscall(6, 0)));
+            Assert.True(await publisher.FlushAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken));
+        }
+        using var next = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        next.CancelAfter(Patience);
+        using var first = await again.ReceiveAsync(next.Token);
+        Assert.Equal(6u, System.Runtime.InteropServices.MemoryMarshal.Read<SyscallRecord>(first.Payload).Task.Pid);
+    }
+
+    [Fact]
+    public void Publisher_MalformedOrMisroutedRecord_IsRefusedAndCounted()
+    {
+        using var transport = Open(partitions: 1);
+        using var publisher = transport.CreatePublisher(Host(1));
+        var good = TestRecords.Syscall(1, 0);
+        var badVersion = TestRecords.Syscall(1, 1);
+        badVersion[2] = 9;
+        Assert.True(publisher.TryAppend(MessageFamily.Syscalls, good));
+        Assert.False(publisher.TryAppend(MessageFamily.Flows, good));             // a syscall record is not a flow
+        Assert.False(publisher.TryAppend(MessageFamily.Syscalls, badVersion));
+        Assert.False(publisher.TryAppend(MessageFamily.Syscalls, good.AsSpan(0, 40))); // truncated
+        Assert.False(publisher.TryAppend(MessageFamily.DeadLetters, good));       // only consumers write dead letters
+        Assert.Equal(2, publisher.TryAppendRecords(MessageFamily.Syscalls, [.. good, .. good, .. badVersion, .. good]));
+        var stats = publisher.Stats;
+        Assert.Equal(3, stats.RecordsAppended);
+        Assert.Equal(5, stats.RecordsRejected);
+    }
 }
 
 /// <summary>Observes into two checks at once.</summary>
