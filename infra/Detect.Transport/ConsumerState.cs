@@ -243,7 +243,7 @@ internal sealed class MessageGate(ConsumerOptions options, ConsumerCounters coun
         Interlocked.Increment(ref counters.DeadLettered);
         Interlocked.Increment(ref counters.DeadLetteredByReason[Math.Min((int)error, counters.DeadLetteredByReason.Length - 1)]);
         if (!published) Interlocked.Increment(ref counters.DeadLetterFailures);
-        var line = $"refused {topic}[{partition}]@{offset}: {error}: {detail}{(published ? " (sent to dead letters)" : " (dead-letter topic unavailable: counted only)")}";
+        var line = $"refused {topic}[{partition}]@{offset}: {error}: {detail}{(published ? " (to dead letters)" : " (dead-letter topic unavailable: counted only)")}";
         Volatile.Write(ref counters.LastError, line);
         log(line);
     }

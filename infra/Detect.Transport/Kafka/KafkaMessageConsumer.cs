@@ -268,7 +268,14 @@ public sealed class KafkaMessageConsumer : IMessageConsumer
         try
         {
             var letter = _gate.BuildDeadLetter(refused, error, detail, topic, partition, offset);
-            _deadLetters.Value.Produce(_deadLetterTopic, new Message<byte[]?, byte[]> { Key = KafkaTransport.KeyOf(0), Value = letter });
+            _deadLetters.Value.Produce(_deadLetterTopic, new Message<byte[]?, byte[]> { Key = KafkaTransport.KeyOf(0), Value = letter }, report =>
+            {
+                // The letter itself could not be stored (no such topic, no ACL): count it, say why.
+                if (!report.Error.IsError) return;
+                Interlocked.Increment(ref _counters.DeadLetterFailures);
+                Volatile.Write(ref _counters.LastError, $"dead letter not stored: {report.Error.Reason}");
+                _log($"a dead letter for {topic}[{partition}]@{offset} could not be stored in {_deadLetterTopic}: {report.Error.Reason}");
+            });
             published = true;
         }
         catch (KafkaException e)
