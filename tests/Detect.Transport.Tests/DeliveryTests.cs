@@ -293,6 +293,22 @@ public abstract class DeliveryTests
     }
 
     [Fact]
+    public async Task Publisher_PartialBatch_LeavesAfterTheLingerWithoutAFlush()
+    {
+        using var transport = Open(partitions: 1);
+        using var consumer = transport.Subscribe(Group("linger"));
+        using var publisher = transport.CreatePublisher(Host(9) with { Linger = TimeSpan.FromMilliseconds(100) });
+        var sent = System.Diagnostics.Stopwatch.StartNew();
+        Assert.True(publisher.TryAppend(MessageFamily.Syscalls, TestRecords.Syscall(9, 0)));
+        Assert.True(publisher.TryAppend(MessageFamily.Syscalls, TestRecords.Syscall(9, 1)));
+        var check = new StreamCheck();
+        await Drain(consumer, check, () => check.Unique >= 2);
+        Assert.Equal(2, check.Unique);
+        Assert.Equal(1, check.Messages);
+        Assert.InRange(sent.Elapsed, TimeSpan.FromMilliseconds(90), Patience);
+    }
+
+    [Fact]
     public void Publisher_MalformedOrMisroutedRecord_IsRefusedAndCounted()
     {
         using var transport = Open(partitions: 1);
