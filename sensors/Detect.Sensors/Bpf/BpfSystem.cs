@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Detect.Sensors.Bpf.Native;
-using Microsoft.Win32.SafeHandles;
 
 namespace Detect.Sensors.Bpf;
 
@@ -112,17 +111,33 @@ public static unsafe partial class BpfSystem
         }
     }
 
-    private static SafeFileHandle LockFile(string path)
+    /// <summary>
+    /// An exclusive flock on <paramref name="path"/> (created if missing), held until the result
+    /// is disposed; waits while another process (or another open of the file) holds it. The file
+    /// is opened with open(2) directly, as the enforcement lock is: File.OpenHandle emulates
+    /// FileShare with a non-blocking flock of its own, which fails with an IOException while
+    /// another process holds the exclusive lock, so two agents starting together could fail.
+    /// </summary>
+    public static IDisposable LockFile(string path)
     {
-        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        const int LockEx = 2;
-        if (Libc.flock((int)handle.DangerousGetHandle(), LockEx) != 0)
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        const int ORdWr = 2, OCreat = 0x40, LockEx = 2, Eintr = 4;
+        int fd;
+        fixed (byte* p = LibBpf.Z(path)) fd = NetLibc.open(p, ORdWr | OCreat | NetLibc.OCloexec, 0x180 /* 0600 */);
+        if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
+            throw new BpfException($"could not open {path}: {Errnos.Describe(errno)}", errno);
+        }
+        var handle = new SafeBpfFd(fd); // closing the fd releases the lock
+        while (NetLibc.flock(fd, LockEx) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == Eintr) continue; // a signal arrived while waiting: wait again
             handle.Dispose();
             throw new BpfException($"could not lock {path}: {Errnos.Describe(errno)}", errno);
         }
-        return handle; // closing the file releases the lock
+        return handle;
     }
 
     /// <summary>
