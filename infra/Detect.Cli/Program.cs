@@ -19,7 +19,11 @@ public static class Program
     public static async Task<int> Main(string[] args)
     {
         var root = BuildRoot();
-        return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
+        // Long-running commands (up, pipeline, sensor, broker) stop in order on Ctrl-C/SIGTERM:
+        // detach, drain, close windows, flush. System.CommandLine's default ends the process 2 s
+        // after the signal whatever the action is doing; give them a minute.
+        var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(60) };
+        return await root.Parse(args).InvokeAsync(invocation).ConfigureAwait(false);
     }
 
     public static RootCommand BuildRoot()

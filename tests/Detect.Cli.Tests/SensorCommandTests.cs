@@ -102,7 +102,9 @@ public sealed class SensorCommandTests
     public void Up_WithoutATerminal_PrintsCountsEachRefreshAndStopsInOrder()
     {
         Needs.KernelBtf();
-        var (code, stdout, stderr) = Cli.Run(TimeSpan.FromSeconds(60), "up", "--seconds", "2.5", "--refresh", "0.5");
+        var state = Path.Combine(Path.GetTempPath(), $"detect-up-{Guid.NewGuid():N}");
+        var (code, stdout, stderr) = Cli.Run(TimeSpan.FromSeconds(60), "up", "--seconds", "2.5", "--refresh", "0.5", "--state", state);
+        Directory.Delete(state, recursive: true);
         Assert.True(code == 0, $"exit {code}: {stderr}");
         var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Count(l => l.StartsWith("up ", StringComparison.Ordinal)) >= 3, stdout);

@@ -1,118 +1,243 @@
 using System.CommandLine;
-using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Detect.Cli.Product;
 using Detect.Cli.Sensors;
+using Detect.Pipeline.Arrow;
 using Detect.Records;
 using Detect.Sensors;
-using Spectre.Console;
+using Detect.Sensors.Bpf;
+using Detect.Sensors.Enforcement;
+using Detect.Transport;
 
 namespace Detect.Cli.Commands;
 
 /// <summary>
-/// `detect up`: the product on this host. For now: the sensors, with a live table of records per
-/// type, rates and losses, until Ctrl-C; then an orderly stop (detach, drain, flush).
+/// `detect up`: the whole product on this host in one process. Sensors (syscall and process; flows
+/// on the interfaces the user names) -> transport (the in-process bus, or Kafka with --kafka) ->
+/// pipeline (windows, features) -> per family: a baseline learnt from this host when no model
+/// exists, then scoring -> alerts (log, alerts topic) -> policy (dry run unless --enforce) ->
+/// the sensors' enforcement, acknowledged. A live terminal view until Ctrl-C/SIGTERM, then an
+/// orderly stop: sensors detached and drained, every open window closed and scored, archives and
+/// logs flushed, enforcement programs detached.
 /// </summary>
 public sealed class UpCommand : ICliCommand
 {
     public Command Create()
     {
         var sensorOptions = new SensorCliOptions();
-        var refresh = new Option<double>("--refresh") { Description = "Seconds between table updates", DefaultValueFactory = _ => 1.0 };
+        var productOptions = new ProductCliOptions();
+        var iface = new Option<string[]>("--iface") { Description = "Also watch network flows on this interface (NAME or NAME@NETNS; repeatable). None by default: Detect never attaches to an interface you did not name", AllowMultipleArgumentsPerToken = true };
+        var kafka = new Option<string?>("--kafka") { Description = "Run the same path through Kafka (host:port[,...], 'local' for ./detect broker's address) instead of the in-process bus" };
+        var kafkaConfig = new Option<string[]>("--kafka-config") { Description = "librdkafka setting key=value (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var group = new Option<string?>("--group") { Description = "Consumer group of the pipeline (default detect-pipeline)" };
+        var enforceCgroup = new Option<string[]>("--enforce-cgroup") { Description = "With --enforce: cgroup v2 directory whose processes' connects the policy may deny (repeatable; never the root)", AllowMultipleArgumentsPerToken = true };
+        var allow = new Option<string[]>("--allow") { Description = "Address or CIDR the policy must never block (repeatable; loopback and this host's addresses always are)", AllowMultipleArgumentsPerToken = true };
+        var pinRoot = new Option<string>("--pin-root") { Description = "With --enforce: where enforcement maps and links are pinned", DefaultValueFactory = _ => EnforcementTable.DefaultPinRoot };
+        var keep = new Option<bool>("--keep-enforcing") { Description = "With --enforce: leave the enforcement programs attached (pinned) at exit, so blocks hold until the next start" };
+        var refresh = new Option<double>("--refresh") { Description = "Seconds between display updates", DefaultValueFactory = _ => 1.0 };
         var seconds = new Option<double?>("--seconds") { Description = "Stop after this long (default: run until Ctrl-C)" };
-        var command = new Command("up", "Run Detect on this host: the sensors, with live counts per record type and losses, until Ctrl-C")
+        var json = new Option<bool>("--json") { Description = "At exit, print one JSON object (counts, windows, phases, alerts, latencies) as the last line" };
+        var command = new Command("up", "Run Detect on this host: sensors, pipeline, models (a baseline is learnt first where none exists), alerts and policy, with a live view, until Ctrl-C")
         {
-            refresh, seconds,
+            iface, kafka, kafkaConfig, group, enforceCgroup, allow, pinRoot, keep, refresh, seconds, json,
         };
         sensorOptions.AddTo(command);
-        command.SetAction((parse, ct) =>
+        productOptions.AddTo(command);
+        command.SetAction(async (parse, ct) =>
         {
-            SensorOptions options;
+            UpSettings settings;
             try
             {
-                options = sensorOptions.Read(parse);
+                var product = productOptions.Read(parse);
+                if (parse.GetValue(group) is { } g) product = product with { GroupId = g };
+                settings = new UpSettings
+                {
+                    Sensors = sensorOptions.Read(parse),
+                    Product = product,
+                    Interfaces = parse.GetValue(iface) ?? [],
+                    Kafka = parse.GetValue(kafka),
+                    KafkaConfig = parse.GetValue(kafkaConfig) ?? [],
+                    EnforceCgroups = parse.GetValue(enforceCgroup) ?? [],
+                    Allow = (parse.GetValue(allow) ?? []).Select(PolicyExecutor.ParseAllow).ToList(),
+                    PinRoot = parse.GetValue(pinRoot)!,
+                    KeepEnforcing = parse.GetValue(keep),
+                    Refresh = TimeSpan.FromSeconds(Math.Max(0.1, parse.GetValue(refresh))),
+                    Seconds = parse.GetValue(seconds),
+                    Json = parse.GetValue(json),
+                };
+                foreach (var i in settings.Interfaces) NetInterface.Parse(i);
+                if (settings.EnforceCgroups.Count > 0 && !product.Policy.Enforce) throw new ArgumentException("--enforce-cgroup needs --enforce");
             }
             catch (ArgumentException e)
             {
                 Console.Error.WriteLine($"up: {e.Message}");
-                return Task.FromResult(2);
+                return 2;
             }
-            return Task.FromResult(Run(options, TimeSpan.FromSeconds(Math.Max(0.1, parse.GetValue(refresh))), parse.GetValue(seconds), ct));
+            return await Run(settings, ct).ConfigureAwait(false);
         });
         return command;
     }
 
-    private static int Run(SensorOptions options, TimeSpan refresh, double? seconds, CancellationToken ct)
+    private sealed record UpSettings
     {
-        using var agent = SensorStart.TryStart("up", options);
-        if (agent == null) return SensorStart.StartFailed;
-        var handler = new CountingHandler();
+        public required SensorOptions Sensors { get; init; }
+        public required ProductOptions Product { get; init; }
+        public required IReadOnlyList<string> Interfaces { get; init; }
+        public string? Kafka { get; init; }
+        public required IReadOnlyList<string> KafkaConfig { get; init; }
+        public required IReadOnlyList<string> EnforceCgroups { get; init; }
+        public required IReadOnlyList<System.Net.IPNetwork> Allow { get; init; }
+        public required string PinRoot { get; init; }
+        public bool KeepEnforcing { get; init; }
+        public TimeSpan Refresh { get; init; }
+        public double? Seconds { get; init; }
+        public bool Json { get; init; }
+    }
+
+    private static async Task<int> Run(UpSettings s, CancellationToken ct)
+    {
+        try
+        {
+            BpfSystem.EnsurePrivileged();
+        }
+        catch (BpfPrivilegeException e)
+        {
+            Console.Error.WriteLine($"up: {e.Message}");
+            return SensorStart.StartFailed;
+        }
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (seconds is { } s) stop.CancelAfter(TimeSpan.FromSeconds(s));
-        var drain = agent.RunAsync(handler, stop.Token);
-        var view = new SensorView(agent, handler);
-
-        // A terminal gets a live table; a pipe or a log gets one line per refresh.
-        if (AnsiConsole.Profile.Capabilities.Interactive && AnsiConsole.Profile.Capabilities.Ansi)
+        if (s.Seconds is { } secs) stop.CancelAfter(TimeSpan.FromSeconds(secs));
+        var signals = 0;
+        void OnSignal(PosixSignalContext c)
         {
-            AnsiConsole.Live(view.Table()).AutoClear(false).Start(ctx =>
+            c.Cancel = true;
+            // A second Ctrl-C means now: the orderly stop is taking too long for the user.
+            if (Interlocked.Increment(ref signals) > 1)
             {
-                while (!stop.Token.WaitHandle.WaitOne(refresh) && !drain.IsCompleted)
-                {
-                    ctx.UpdateTarget(view.Table());
-                }
-            });
+                Console.Error.WriteLine("up: stopping now (second signal); attached programs are released as the process exits");
+                Environment.Exit(130);
+            }
+            stop.Cancel();
         }
-        else
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+
+        ProductView? view = null;
+        var terminal = ProductView.IsTerminal;
+        void Say(string text)
         {
-            while (!stop.Token.WaitHandle.WaitOne(refresh) && !drain.IsCompleted)
-                Console.WriteLine(view.Line());
+            if (terminal && view != null) view.Event(text);
+            else Console.Error.WriteLine("up: " + text);
         }
 
-        stop.Cancel();
-        drain.GetAwaiter().GetResult(); // rethrows a drain failure
-        agent.Stop(handler);
-        Console.WriteLine(view.Line());
-        Console.Error.WriteLine("up: sensors detached; rings drained; summaries flushed");
+        ITransport transport;
+        try
+        {
+            transport = Transports.FromCommandLine(s.Kafka, s.KafkaConfig, m => Say("kafka: " + m));
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"up: {e.Message}");
+            return 2;
+        }
+        using var transportScope = transport;
+        var hostId = HostIdentity.Local;
+        var families = new List<FeatureFamily>();
+        if (s.Sensors.SyscallMode != SyscallMode.Off || s.Sensors.ProcessEvents) families.Add(FeatureFamily.Syscall);
+        if (s.Interfaces.Count > 0) families.Add(FeatureFamily.Flow);
+
+        // The pipeline joins its group first, so nothing the sensors publish is missed.
+        using var pipeline = new ProductPipeline(transport, s.Product, families, hostId, Say);
+        pipeline.Start();
+        Console.Error.WriteLine($"up: state in {s.Product.StateDirectory}; transport {transport.Name}; window {s.Product.Window.TotalSeconds:G} s; " +
+            $"policy {(s.Product.Policy.Enforce ? "ENFORCING" : "dry run")} ({string.Join("; ", s.Product.Policy.Config.Rules)})");
+
+        Enforcer? enforcer = null;
+        if (s.Product.Policy.Enforce)
+        {
+            try
+            {
+                enforcer = Enforcer.Start(new EnforcementOptions
+                {
+                    PinRoot = s.PinRoot,
+                    DryRun = false,
+                    Interfaces = s.Interfaces.Select(NetInterface.Parse).ToList(),
+                    Cgroups = s.EnforceCgroups,
+                    Allow = s.Allow,
+                    KillProcesses = true,
+                    Log = Say,
+                });
+                foreach (var a in enforcer.Attachments) Console.Error.WriteLine($"up: enforcement {a}");
+            }
+            catch (Exception e) when (e is BpfException or ArgumentException or InvalidOperationException or IOException)
+            {
+                Console.Error.WriteLine($"up: enforcement could not start: {e.Message}");
+                await pipeline.StopAsync(TimeSpan.Zero, TimeSpan.Zero).ConfigureAwait(false);
+                return SensorStart.StartFailed;
+            }
+        }
+        var allowlist = Detect.Sensors.Enforcement.Allowlist.ForThisHost();
+        foreach (var a in s.Allow) allowlist.Add(a, AllowKind.Configured, "--allow");
+        using var executor = new PolicyExecutor(transport, new PolicyExecutorOptions { HostId = hostId, Enforcer = enforcer, Allowlist = allowlist, Log = Say });
+        using var executorStop = new CancellationTokenSource();
+        var executorTask = executor.RunAsync(executorStop.Token);
+        var sweepTask = enforcer?.RunAsync(executorStop.Token) ?? Task.CompletedTask;
+
+        using var publisher = transport.CreatePublisher(new PublisherOptions { HostId = hostId, Log = Say });
+        var sensors = SensorRunner.TryStart("up", s.Sensors, s.Interfaces, publisher);
+        if (sensors == null)
+        {
+            executorStop.Cancel();
+            await pipeline.StopAsync(TimeSpan.Zero, TimeSpan.Zero).ConfigureAwait(false);
+            enforcer?.Detach();
+            enforcer?.Dispose();
+            return SensorStart.StartFailed;
+        }
+        using (sensors)
+        {
+            view = new ProductView("up", pipeline, sensors, publisher, executor, enforcer, transport.Name);
+            view.Run(s.Refresh, stop.Token, () => sensors.Faulted);
+            stop.Cancel();
+
+            Console.Error.WriteLine("up: stopping: detaching sensors, draining rings");
+            sensors.Stop();
+            var delivered = await publisher.FlushAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
+            Console.Error.WriteLine("up: closing every open window, scoring and flushing");
+            await pipeline.StopAsync(s.Kafka == null ? TimeSpan.FromMilliseconds(300) : TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+            executorStop.Cancel();
+            await executorTask.ConfigureAwait(false);
+            await sweepTask.ConfigureAwait(false);
+            await executor.FlushAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+            if (enforcer != null)
+            {
+                if (s.KeepEnforcing) Console.Error.WriteLine($"up: enforcement programs stay attached (pinned under {s.PinRoot}): `detect block purge` lifts them");
+                else
+                {
+                    enforcer.Detach();
+                    Console.Error.WriteLine($"up: enforcement programs detached (the block lists stay pinned under {s.PinRoot} for the next start)");
+                }
+                enforcer.Dispose();
+            }
+            terminal = false;
+            Console.WriteLine(view.Line());
+            var flowNote = sensors.FlowStats is { } fs ? $"; flows: {fs.Counters.Packets:N0} packets in {fs.Counters.Records:N0} records" : "";
+            Console.Error.WriteLine($"up: sensors detached; rings drained; windows closed and scored; {(delivered ? "every record delivered" : $"{publisher.Stats.RecordsInFlight:N0} records undelivered")}{flowNote}; " +
+                $"alerts in {pipeline.AlertLogPath}");
+            if (s.Json) Console.WriteLine(JsonSerializer.Serialize(Summary(sensors, publisher, pipeline, executor)));
+        }
         return 0;
     }
 
-    /// <summary>Counts, rates since the last look, and losses, for the table and the log line.</summary>
-    private sealed class SensorView(SensorAgent agent, CountingHandler handler)
+    private static Dictionary<string, object?> Summary(SensorRunner sensors, RecordPublisher publisher, ProductPipeline pipeline, PolicyExecutor executor)
     {
-        private readonly long[] _last = new long[RecordFormat.TypeCount];
-        private readonly Stopwatch _since = Stopwatch.StartNew();
-        private readonly Stopwatch _uptime = Stopwatch.StartNew();
-
-        private (RecordType Type, long Count, double Rate, ulong Lost)[] Sample()
+        var losses = sensors.Agent.ReadLosses();
+        var records = new Dictionary<string, object>();
+        for (var t = 1; t < RecordFormat.TypeCount; t++)
         {
-            var losses = agent.ReadLosses();
-            var dt = Math.Max(_since.Elapsed.TotalSeconds, 1e-3);
-            _since.Restart();
-            var rows = new List<(RecordType, long, double, ulong)>();
-            for (var t = 1; t < RecordFormat.TypeCount; t++)
-            {
-                var type = (RecordType)t;
-                if (type == RecordType.Flow) continue; // not a sensor of this agent yet
-                var count = handler.Count(type);
-                rows.Add((type, count, (count - _last[t]) / dt, losses.Lost(type)));
-                _last[t] = count;
-            }
-            return [.. rows];
+            var type = (RecordType)t;
+            records[RecordFormat.NameOf(type)] = new Dictionary<string, long> { ["records"] = sensors.Handler.Count(type), ["lost"] = (long)losses.Lost(type) };
         }
-
-        public Table Table()
-        {
-            var losses = agent.ReadLosses();
-            var table = new Table().Title($"Detect sensors on {Environment.MachineName} - up {_uptime.Elapsed:hh\\:mm\\:ss} - Ctrl-C stops")
-                .AddColumn("record type").AddColumn(new TableColumn("records").RightAligned())
-                .AddColumn(new TableColumn("per second").RightAligned()).AddColumn(new TableColumn("lost").RightAligned());
-            foreach (var (type, count, rate, lost) in Sample())
-                table.AddRow(RecordFormat.NameOf(type), $"{count:N0}", $"{rate:N0}", lost == 0 ? "0" : $"[red]{lost:N0}[/]");
-            table.Caption($"{agent.Report.Attached.Count()} programs running, {agent.Report.Failed.Count()} refused; " +
-                $"malformed {losses.Malformed:N0}; summary calls uncounted {losses.SummaryUncounted:N0}; mode {agent.Options.SyscallMode.ToString().ToLowerInvariant()}");
-            return table;
-        }
-
-        public string Line() =>
-            $"up {_uptime.Elapsed:hh\\:mm\\:ss}: " + string.Join("  ", Sample().Select(r => $"{RecordFormat.NameOf(r.Type)} {r.Count:N0} ({r.Rate:N0}/s, lost {r.Lost:N0})"));
+        return ProductSummary.Build(pipeline, records, publisher.Stats, executor);
     }
 }
