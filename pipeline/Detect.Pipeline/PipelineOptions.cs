@@ -24,6 +24,13 @@ public sealed record PipelineOptions
     /// <summary>A feature batch is handed on when it holds this many rows, even before the window close ends.</summary>
     public int MaxBatchRows { get; init; } = 65_536;
 
+    /// <summary>syscall/2 `seq`: at most this many calls of a window are kept in order; later ones are counted in `seq_dropped`.</summary>
+    public int MaxSequenceCalls { get; init; } = 8_192;
+
+    /// <summary>syscall/2 `seq`: calls held for all open windows together (2 bytes each; default 16 Mi calls = 32 MiB, allocated
+    /// as needed). A window that finds the pool full keeps what it has and counts the rest in `seq_dropped`.</summary>
+    public long SequencePoolCalls { get; init; } = 16L << 20;
+
     internal long WindowNs => Window.Ticks * 100;
     internal long LatenessNs => AllowedLateness.Ticks * 100;
     internal long IdleNs => EntityIdleTimeout.Ticks * 100;
@@ -35,6 +42,8 @@ public sealed record PipelineOptions
             throw new ArgumentException("AllowedLateness must be at least 0 and shorter than Window (an entity then has at most two open windows)");
         if (MaxProcesses < 16 || MaxSources < 16) throw new ArgumentException("MaxProcesses and MaxSources must be at least 16");
         if (MaxBatchRows < 1) throw new ArgumentException("MaxBatchRows must be positive");
+        if (MaxSequenceCalls < 0) throw new ArgumentException("MaxSequenceCalls must be at least 0 (0 = no sequences)");
+        if (SequencePoolCalls < 0 || SequencePoolCalls > (long)int.MaxValue * 16) throw new ArgumentException("SequencePoolCalls must be between 0 and 2^35");
     }
 }
 

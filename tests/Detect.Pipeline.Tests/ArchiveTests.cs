@@ -92,6 +92,8 @@ public sealed class ArchiveTests : IDisposable
                     StringArray s => s.IsNull(r) ? "<null>" : s.GetString(r),
                     Int64Array l => l.GetValue(r)!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     FloatArray f => BitConverter.SingleToInt32Bits(f.GetValue(r)!.Value).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    BinaryArray x => Convert.ToHexString(x.GetBytes(r)),
+                    Int32Array i => i.GetValue(r)!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     var other => throw new InvalidOperationException(other.GetType().Name),
                 }));
     }

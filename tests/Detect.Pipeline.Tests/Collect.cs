@@ -30,6 +30,9 @@ internal readonly record struct Row(RecordBatch Batch, int Index)
     public string? Label => ((StringArray)Batch.Column("label")).GetString(Index);
     public string? Sample => ((StringArray)Batch.Column("sample_id")).GetString(Index);
     public float this[string feature] => ((FloatArray)Batch.Column(feature)).GetValue(Index)!.Value;
+    /// <summary>syscall/2 `seq`: the window's calls in order (little-endian uint16 each).</summary>
+    public ushort[] Sequence => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(((BinaryArray)Batch.Column(FeatureSchema.SequenceColumn)).GetBytes(Index)).ToArray();
+    public int SequenceDropped => ((Int32Array)Batch.Column(FeatureSchema.SequenceDroppedColumn)).GetValue(Index)!.Value;
 }
 
 /// <summary>A sink that keeps only the key columns and a few named features of each row (cheap for big replays).</summary>

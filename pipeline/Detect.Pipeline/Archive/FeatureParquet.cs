@@ -22,6 +22,12 @@ public static class FeatureParquet
             new DataField<string>("sample_id", true),
         };
         foreach (var f in schema.Features) fields.Add(new DataField<float>(f));
+        if (schema.HasSequence)
+        {
+            // Binary (little-endian uint16 per call), not a nested list: readable everywhere, and no definition levels for empty windows.
+            fields.Add(new DataField<byte[]>(FeatureSchema.SequenceColumn, false));
+            fields.Add(new DataField<int>(FeatureSchema.SequenceDroppedColumn));
+        }
         return new ParquetSchema(fields);
     }
 
@@ -34,7 +40,8 @@ public static class FeatureParquet
         var schemaBuilder = new Schema.Builder();
         foreach (var f in fields)
         {
-            IArrowType type = f.ClrType == typeof(long) ? Int64Type.Default : f.ClrType == typeof(float) ? FloatType.Default : StringType.Default;
+            IArrowType type = f.ClrType == typeof(long) ? Int64Type.Default : f.ClrType == typeof(float) ? FloatType.Default
+                : f.ClrType == typeof(int) ? Int32Type.Default : IsBinary(f) ? BinaryType.Default : StringType.Default;
             schemaBuilder.Field(new Apache.Arrow.Field(f.Name, type, f.IsNullable));
         }
         foreach (var (k, v) in meta) schemaBuilder.Metadata(k, v);
@@ -48,7 +55,32 @@ public static class FeatureParquet
         for (var c = 0; c < fields.Length; c++)
         {
             var f = fields[c];
-            if (f.ClrType != typeof(long) && f.ClrType != typeof(float))
+            if (IsBinary(f))
+            {
+                var b = new BinaryArray.Builder();
+                for (var g = 0; g < reader.RowGroupCount; g++)
+                {
+                    using var rg = reader.OpenRowGroupReader(g);
+                    var values = new byte[]?[rg.RowCount];
+                    await rg.ReadAsync(f, values.AsMemory(), cancellationToken: ct).ConfigureAwait(false);
+                    foreach (var v in values)
+                        if (v == null) b.AppendNull(); else b.Append(v.AsSpan());
+                }
+                columns[c] = b.Build();
+            }
+            else if (f.ClrType == typeof(int))
+            {
+                var b = new Int32Array.Builder();
+                for (var g = 0; g < reader.RowGroupCount; g++)
+                {
+                    using var rg = reader.OpenRowGroupReader(g);
+                    var values = new int[rg.RowCount];
+                    await rg.ReadAsync(f, values.AsMemory(), cancellationToken: ct).ConfigureAwait(false);
+                    b.Append(values);
+                }
+                columns[c] = b.Build();
+            }
+            else if (f.ClrType != typeof(long) && f.ClrType != typeof(float))
             {
                 var b = new StringArray.Builder();
                 for (var g = 0; g < reader.RowGroupCount; g++)
@@ -88,15 +120,20 @@ public static class FeatureParquet
         }
         return new RecordBatch(schemaBuilder.Build(), columns, total);
     }
+
+    // Parquet.Net reports a BYTE_ARRAY column without a string annotation as ReadOnlyMemory<byte> (or byte[]).
+    private static bool IsBinary(DataField f) => f.ClrType == typeof(byte[]) || f.ClrType == typeof(ReadOnlyMemory<byte>);
 }
 
 /// <summary>Rows buffered for one row group, copied out of Arrow batches (which are only lent to sinks).</summary>
-internal sealed class ColumnBuffer(int features)
+internal sealed class ColumnBuffer(int features, bool sequence = false)
 {
     private string[] _host = new string[1024], _entity = new string[1024];
     private string?[] _label = new string?[1024], _sample = new string?[1024];
     private long[] _start = new long[1024], _end = new long[1024], _count = new long[1024];
     private readonly float[][] _features = Enumerable.Range(0, features).Select(_ => new float[1024]).ToArray();
+    private byte[][] _seq = sequence ? new byte[1024][] : [];
+    private int[] _seqDropped = sequence ? new int[1024] : [];
 
     public int Rows { get; private set; }
 
@@ -120,6 +157,12 @@ internal sealed class ColumnBuffer(int features)
         ((Int64Array)batch.Column(4)).Values.Slice(first, count).CopyTo(_count.AsSpan(Rows));
         for (var c = 0; c < _features.Length; c++)
             ((FloatArray)batch.Column(7 + c)).Values.Slice(first, count).CopyTo(_features[c].AsSpan(Rows));
+        if (sequence)
+        {
+            var seq = (BinaryArray)batch.Column(7 + _features.Length);
+            for (var i = 0; i < count; i++) _seq[Rows + i] = seq.GetBytes(first + i).ToArray(); // Parquet.Net writes byte[] cells
+            ((Int32Array)batch.Column(8 + _features.Length)).Values.Slice(first, count).CopyTo(_seqDropped.AsSpan(Rows));
+        }
         Rows += count;
     }
 
@@ -137,6 +180,11 @@ internal sealed class ColumnBuffer(int features)
         await rg.WriteAsync(fields[6], new ArraySegment<string>(_sample!, 0, n), null).ConfigureAwait(false);
         for (var c = 0; c < _features.Length; c++)
             await rg.WriteAsync<float>(fields[7 + c], _features[c].AsMemory(0, n)).ConfigureAwait(false);
+        if (sequence)
+        {
+            await rg.WriteAsync(fields[7 + _features.Length], new ArraySegment<byte[]>(_seq, 0, n), null).ConfigureAwait(false);
+            await rg.WriteAsync<int>(fields[8 + _features.Length], _seqDropped.AsMemory(0, n)).ConfigureAwait(false);
+        }
         rg.CompleteValidate();
     }
 
@@ -146,6 +194,7 @@ internal sealed class ColumnBuffer(int features)
         System.Array.Clear(_entity, 0, Rows);
         System.Array.Clear(_label, 0, Rows);
         System.Array.Clear(_sample, 0, Rows);
+        if (sequence) System.Array.Clear(_seq, 0, Rows);
         Rows = 0;
     }
 
@@ -161,5 +210,10 @@ internal sealed class ColumnBuffer(int features)
         System.Array.Resize(ref _end, cap);
         System.Array.Resize(ref _count, cap);
         for (var c = 0; c < _features.Length; c++) System.Array.Resize(ref _features[c], cap);
+        if (sequence)
+        {
+            System.Array.Resize(ref _seq, cap);
+            System.Array.Resize(ref _seqDropped, cap);
+        }
     }
 }

@@ -206,7 +206,7 @@ public sealed class ParquetArchive : IFeatureSink, IDisposable
         public readonly string Directory = directory;
         public readonly FeatureSchema Schema = schema;
         public readonly ParquetSchema ParquetSchema = FeatureParquet.SchemaOf(schema);
-        public readonly ColumnBuffer Buffer = new(schema.Features.Count);
+        public readonly ColumnBuffer Buffer = new(schema.Features.Count, schema.HasSequence);
         public string? TempPath;
         public FileStream? Stream;
         public ParquetWriter? Writer;

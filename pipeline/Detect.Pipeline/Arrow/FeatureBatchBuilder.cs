@@ -17,6 +17,9 @@ internal sealed class FeatureBatchBuilder
     private byte[] _start, _end, _count;
     private readonly byte[][] _features;
     private int _capacity;
+    // Sequence columns (schemas with HasSequence): offsets into _seqData per row, and seq_dropped.
+    private byte[] _seqData = [], _seqOffsets = [], _seqDropped = [];
+    private int _seqLength;
 
     public FeatureBatchBuilder(FeatureSchema schema, int initialCapacity = 1024)
     {
@@ -27,6 +30,12 @@ internal sealed class FeatureBatchBuilder
         _count = new byte[_capacity * 8];
         _features = new byte[schema.Features.Count][];
         for (var i = 0; i < _features.Length; i++) _features[i] = new byte[_capacity * 4];
+        if (schema.HasSequence)
+        {
+            _seqData = new byte[64 * 1024];
+            _seqOffsets = new byte[(_capacity + 1) * 4];
+            _seqDropped = new byte[_capacity * 4];
+        }
     }
 
     public int Rows { get; private set; }
@@ -46,6 +55,7 @@ internal sealed class FeatureBatchBuilder
         At<long>(_start, row) = windowStartNs;
         At<long>(_end, row) = windowEndNs;
         At<long>(_count, row) = recordCount;
+        if (_schema.HasSequence) At<int>(_seqOffsets, row + 1) = _seqLength; // empty until the family appends calls
         return row;
     }
 
@@ -61,10 +71,28 @@ internal sealed class FeatureBatchBuilder
 
     public float Get(int feature, int row) => At<float>(_features[feature], row);
 
+    /// <summary>Appends calls to the sequence of the row being written (rows are written in order; see <see cref="EndSequence"/>).</summary>
+    public void AppendSequence(ReadOnlySpan<ushort> calls)
+    {
+        var bytes = MemoryMarshal.AsBytes(calls); // little-endian on every platform .NET runs Detect on
+        if (_seqLength + bytes.Length > _seqData.Length)
+            System.Array.Resize(ref _seqData, Math.Max(_seqData.Length * 2, _seqLength + bytes.Length));
+        bytes.CopyTo(_seqData.AsSpan(_seqLength));
+        _seqLength += bytes.Length;
+    }
+
+    /// <summary>Ends the sequence of <paramref name="row"/> (the last row added) with its count of calls left out.</summary>
+    public void EndSequence(int row, int dropped)
+    {
+        if (!_schema.HasSequence || row != Rows - 1) throw new InvalidOperationException("sequences are written row by row, for the row just added, in a schema with sequence columns");
+        At<int>(_seqOffsets, row + 1) = _seqLength;
+        At<int>(_seqDropped, row) = dropped;
+    }
+
     public RecordBatch Build()
     {
         var n = Rows;
-        var arrays = new IArrowArray[FeatureSchema.KeyColumns.Count + _features.Length];
+        var arrays = new IArrowArray[FeatureSchema.KeyColumns.Count + _features.Length + (_schema.HasSequence ? 2 : 0)];
         arrays[0] = _host.Build(n);
         arrays[1] = _entity.Build(n);
         arrays[2] = Int64(_start, n);
@@ -74,6 +102,13 @@ internal sealed class FeatureBatchBuilder
         arrays[6] = _sample.Build(n);
         for (var i = 0; i < _features.Length; i++)
             arrays[7 + i] = new FloatArray(new ArrowBuffer(_features[i].AsMemory(0, n * 4)), ArrowBuffer.Empty, n, 0, 0);
+        if (_schema.HasSequence)
+        {
+            var s = 7 + _features.Length;
+            arrays[s] = new BinaryArray(Apache.Arrow.Types.BinaryType.Default, n, new ArrowBuffer(_seqOffsets.AsMemory(0, (n + 1) * 4)),
+                new ArrowBuffer(_seqData.AsMemory(0, _seqLength)), ArrowBuffer.Empty, 0, 0);
+            arrays[s + 1] = new Int32Array(new ArrowBuffer(_seqDropped.AsMemory(0, n * 4)), ArrowBuffer.Empty, n, 0, 0);
+        }
         return new RecordBatch(_schema.Arrow, arrays, n);
     }
 
@@ -83,6 +118,11 @@ internal sealed class FeatureBatchBuilder
     {
         var bytes = Rows * 4;
         foreach (var column in _features) System.Array.Clear(column, 0, bytes);
+        if (_schema.HasSequence)
+        {
+            System.Array.Clear(_seqDropped, 0, bytes);
+            _seqLength = 0;
+        }
         Rows = 0;
         _host.Clear();
         _entity.Clear();
@@ -99,6 +139,11 @@ internal sealed class FeatureBatchBuilder
         System.Array.Resize(ref _end, cap * 8);
         System.Array.Resize(ref _count, cap * 8);
         for (var i = 0; i < _features.Length; i++) System.Array.Resize(ref _features[i], cap * 4);
+        if (_schema.HasSequence)
+        {
+            System.Array.Resize(ref _seqOffsets, (cap + 1) * 4);
+            System.Array.Resize(ref _seqDropped, cap * 4);
+        }
         _capacity = cap;
     }
 

@@ -49,15 +49,18 @@ internal struct FlowAcc : IAccumulator
 
     public long Flows, Tcp, Udp, Icmp, HalfOpen, Rst, Fin, Unanswered, SinglePacket, LowPort,
         PacketsFwd, PacketsRev, BytesFwd, BytesRev, DurationSumNs, DurationMaxNs, FirstNs, LastNs;
+    // flow/2
+    public long SynPackets, FinPackets, RstPackets, Psh, Ack, Urg, Ece, Cwr, RegisteredPort, DynamicPort, LowSrcPort, DynamicSrcPort,
+        Gaps, RatedPackets, RatedBytes;
     public Bitmap1024 DstAddrs, DstPorts, SrcPorts;
     public Counts32 PortBuckets;
 }
 
-/// <summary>The `flow` family: one row per source address per window from flow records (schema flow/1, FEATURES.md).</summary>
+/// <summary>The `flow` family: one row per source address per window from flow records (schema flow/2, FEATURES.md).</summary>
 internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
 {
-    public const int Version = 1;
-    private const byte Syn = 0x02, Rst = 0x04, Fin = 0x01;
+    public const int Version = 2;
+    private const byte Fin = 0x01, Syn = 0x02, Rst = 0x04, Psh = 0x08, Ack = 0x10, Urg = 0x20, Ece = 0x40, Cwr = 0x80;
 
     public static readonly string[] Names =
     [
@@ -69,6 +72,12 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         "f_packets_fwd", "f_packets_rev", "f_bytes_fwd", "f_bytes_rev",
         "f_packets_per_flow", "f_bytes_per_flow", "f_bytes_per_packet_fwd", "f_bytes_per_packet_rev", "f_rev_fwd_bytes_ratio",
         "f_duration_mean_s", "f_duration_max_s", "f_active_s",
+        // flow/2: per-flow shapes, flags, rates and port classes (from what the flow record carries)
+        "f_syn_per_flow", "f_fin_per_flow", "f_rst_per_flow",
+        "f_psh_ratio", "f_ack_ratio", "f_urg_ratio", "f_ece_ratio", "f_cwr_ratio",
+        "f_packets_fwd_per_flow", "f_packets_rev_per_flow", "f_bytes_fwd_per_flow", "f_bytes_rev_per_flow", "f_rev_fwd_packets_ratio",
+        "f_packets_per_s", "f_bytes_per_s", "f_gap_mean_s",
+        "f_registered_dst_port_ratio", "f_dynamic_dst_port_ratio", "f_low_src_port_ratio", "f_dynamic_src_port_ratio",
     ];
 
     public static readonly FeatureSchema Schema = new(FeatureFamily.Flow, Version, Names);
@@ -114,6 +123,8 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(p);
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 64);
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 128);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 192);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + 256);
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.DstPorts[Mix(r.Dport) >> 6]));
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.SrcPorts[Mix(r.Sport) >> 6]));
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref a.PortBuckets[PortBucket(r.Dport)]));
@@ -143,6 +154,20 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         if (r.PacketsRev == 0) a.Unanswered++;
         if (r.PacketsFwd + r.PacketsRev <= 1) a.SinglePacket++;
         if (r.Dport < 1024) a.LowPort++;
+        else if (r.Dport < 49152) a.RegisteredPort++;
+        else a.DynamicPort++;
+        if (r.Sport < 1024) a.LowSrcPort++;
+        else if (r.Sport >= 49152) a.DynamicSrcPort++;
+        a.SynPackets += r.SynCount;
+        a.FinPackets += r.FinCount;
+        a.RstPackets += r.RstCount;
+        if ((flags & Psh) != 0) a.Psh++;
+        if ((flags & Ack) != 0) a.Ack++;
+        if ((flags & Urg) != 0) a.Urg++;
+        if ((flags & Ece) != 0) a.Ece++;
+        if ((flags & Cwr) != 0) a.Cwr++;
+        var flowPackets = (long)(r.PacketsFwd + r.PacketsRev);
+        if (flowPackets > 1) a.Gaps += flowPackets - 1;
         a.PacketsFwd += (long)r.PacketsFwd;
         a.PacketsRev += (long)r.PacketsRev;
         a.BytesFwd += (long)r.BytesFwd;
@@ -150,6 +175,12 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         var duration = r.LastNs > r.FirstNs ? (long)(r.LastNs - r.FirstNs) : 0;
         a.DurationSumNs += duration;
         if (duration > a.DurationMaxNs) a.DurationMaxNs = duration;
+        if (duration > 0)
+        {
+            // Rates over the flows that lasted: a single-packet flow has no rate.
+            a.RatedPackets += flowPackets;
+            a.RatedBytes += (long)(r.BytesFwd + r.BytesRev);
+        }
 
         ReadOnlySpan<byte> d = r.Daddr;
         var dst = r.Family == 6
@@ -237,5 +268,27 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         b.Set(i++, row, flows > 0 ? (float)(a.DurationSumNs / 1e9 / flows) : 0f);
         b.Set(i++, row, a.DurationMaxNs / 1e9f);
         b.Set(i++, row, (a.LastNs - a.FirstNs) / 1e9f);
+        // flow/2
+        b.Set(i++, row, FeatureMath.Ratio(a.SynPackets, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.FinPackets, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.RstPackets, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Psh, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Ack, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Urg, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Ece, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.Cwr, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.PacketsFwd, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.PacketsRev, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.BytesFwd, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.BytesRev, flows));
+        b.Set(i++, row, (float)(a.PacketsRev / (a.PacketsFwd + 1.0)));
+        var ratedSeconds = a.DurationSumNs / 1e9;
+        b.Set(i++, row, ratedSeconds > 0 ? (float)(a.RatedPackets / ratedSeconds) : 0f);
+        b.Set(i++, row, ratedSeconds > 0 ? (float)(a.RatedBytes / ratedSeconds) : 0f);
+        b.Set(i++, row, a.Gaps > 0 ? (float)(ratedSeconds / a.Gaps) : 0f);
+        b.Set(i++, row, FeatureMath.Ratio(a.RegisteredPort, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.DynamicPort, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.LowSrcPort, flows));
+        b.Set(i++, row, FeatureMath.Ratio(a.DynamicSrcPort, flows));
     }
 }

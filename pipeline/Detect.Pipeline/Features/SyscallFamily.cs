@@ -41,12 +41,15 @@ internal struct ProcessState
     public int Prev2;
 }
 
-/// <summary>One process's counts in one window. The first 64 bytes are what every record updates.</summary>
+/// <summary>One process's counts in one window. The first 64 bytes are what every syscall record updates.</summary>
 internal struct SyscallAcc : IAccumulator
 {
     public int RecordCount, LabelId;
-    public int Calls, RetKnown, Failed, Execs, Forks, Exits, Bigrams, Trigrams;
+    public int Calls, RetKnown, Failed, Bigrams, Trigrams, SeqCount;
     public long FirstNs, LastNs;
+    // The window's calls in order: a chain of pool blocks (1-based ids, 0 = none); calls past the cap or an empty pool are counted.
+    public int SeqTail, SeqDropped, SeqHead, Execs;
+    public int Forks, Exits;
     public Counts16 Classes;
     public Bitmap1024 Distinct;
     public Counts64 Tracked;
@@ -59,14 +62,15 @@ internal struct SyscallAcc : IAccumulator
 
 /// <summary>
 /// The `syscall` family: one row per process per window from syscall, syscall-summary, exec, fork
-/// and exit records. Features are listed in FEATURES.md (schema syscall/1).
+/// and exit records. Features are listed in FEATURES.md (schema syscall/2: the features of
+/// syscall/1 plus the window's calls in order, `seq`, bounded per window and by one pool).
 /// </summary>
 internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, SyscallAcc>
 {
-    public const int Version = 1;
+    public const int Version = 2;
     public const int Bigram = 128, Trigram = 256;
 
-    public static readonly FeatureSchema Schema = new(FeatureFamily.Syscall, Version, FeatureNames());
+    public static readonly FeatureSchema Schema = new(FeatureFamily.Syscall, Version, FeatureNames(), sequence: true);
 
     // Feature positions.
     private const int FCalls = 0, FCallsPerS = 1, FActive = 2, FDistinct = 3, FFailedRatio = 4, FFailed = 5, FExecs = 6,
@@ -84,6 +88,8 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
     private readonly Action<FeatureFamily, RecordBatch> _sink;
     private readonly int _maxRows;
     private readonly float _windowSeconds;
+    private readonly SequencePool _sequences;
+    private readonly int _maxSequence;
 
     public SyscallFamily(PipelineOptions options, LabelTable labels, Action<FeatureFamily, RecordBatch> sink)
         : base(options, options.MaxProcesses, labels)
@@ -92,7 +98,12 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         _sink = sink;
         _maxRows = options.MaxBatchRows;
         _windowSeconds = (float)options.Window.TotalSeconds;
+        _sequences = new SequencePool(options.SequencePoolCalls);
+        _maxSequence = options.MaxSequenceCalls;
     }
+
+    /// <summary>The pool holding the calls of open windows (tests, status).</summary>
+    internal SequencePool Sequences => _sequences;
 
     public static string[] FeatureNames()
     {
@@ -159,6 +170,44 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         }
         e.Prev2 = e.Prev1;
         e.Prev1 = n + 1;
+        AppendCall(ref a, (ushort)n);
+    }
+
+    /// <summary>
+    /// Records a call in the window's sequence. The sequence is a prefix of the window's calls: once
+    /// one call does not fit (the per-window cap, or no free block in the pool), it and every later
+    /// call of that window are only counted, so `seq` never has holes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void AppendCall(ref SyscallAcc a, ushort n)
+    {
+        var count = a.SeqCount;
+        if (a.SeqDropped != 0 || count >= _maxSequence)
+        {
+            Dropped(ref a);
+            return;
+        }
+        var offset = count & (SequencePool.BlockCalls - 1);
+        if (offset == 0)
+        {
+            var block = _sequences.Allocate();
+            if (block == 0)
+            {
+                Dropped(ref a);
+                return;
+            }
+            if (count == 0) a.SeqHead = block;
+            else _sequences.Link(a.SeqTail, block);
+            a.SeqTail = block;
+        }
+        _sequences.At(a.SeqTail, offset) = n;
+        a.SeqCount = count + 1;
+    }
+
+    private void Dropped(ref SyscallAcc a)
+    {
+        a.SeqDropped++;
+        StatsField.SequenceDroppedCalls++;
     }
 
     /// <summary>Prefetch for a syscall record a few places ahead (see <see cref="WindowedFamily{TKey,TEnt,TAcc}.Prefetch"/>).</summary>
@@ -290,6 +339,17 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         b.Set(FTrigramDistinctRatio, row, a.Trigrams > 0 ? Math.Min(1f, d3 / a.Trigrams) : 0f);
         b.Set(FBigramEntropy, row, h2);
         b.Set(FTrigramEntropy, row, h3);
+
+        // The calls in order, copied block by block, and the blocks returned to the pool.
+        var left = a.SeqCount;
+        for (var block = a.SeqHead; block != 0 && left > 0; block = _sequences.Next(block))
+        {
+            var take = Math.Min(left, SequencePool.BlockCalls);
+            b.AppendSequence(_sequences.Block(block, take));
+            left -= take;
+        }
+        b.EndSequence(row, a.SeqDropped);
+        _sequences.FreeChain(a.SeqHead);
     }
 
     /// <summary>Writes a hashed n-gram histogram's frequencies; returns its distinct estimate (linear counting over the buckets) and entropy in bits.</summary>

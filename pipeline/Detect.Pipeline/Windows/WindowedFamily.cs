@@ -53,6 +53,8 @@ public struct WindowStats
     public long OpenWindows;
     /// <summary>Windows whose label had to be chosen among differing labels (an attack label wins over a normal one).</summary>
     public long MixedLabelWindows;
+    /// <summary>syscall: calls left out of their window's `seq` (per-window cap or sequence pool full); counted in `seq_dropped` too.</summary>
+    public long SequenceDroppedCalls;
 }
 
 /// <summary>
