@@ -69,18 +69,26 @@ public sealed class SensorCommand : ICliCommand
         var handler = new PublishingHandler(publisher);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         if (seconds is { } s) stop.CancelAfter(TimeSpan.FromSeconds(s));
-        // SIGTERM (systemd stop) ends the run as Ctrl-C does: detach, drain, deliver.
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        // SIGTERM (systemd stop) ends the run as Ctrl-C does: detach, drain, deliver. SIGINT too: this
+        // action runs before System.CommandLine would listen for Ctrl-C, which would otherwise kill it.
+        void OnSignal(PosixSignalContext c)
         {
             c.Cancel = true;
             stop.Cancel();
-        });
+        }
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        // The policy engine's commands for this host: checked (allowlist, process), logged and
+        // acknowledged on policy-acks; this command does not enforce (detect up --kafka --enforce does).
+        using var policy = new Detect.Cli.Product.PolicyExecutor(transport, new Detect.Cli.Product.PolicyExecutorOptions { HostId = hostId, Log = m => Console.Error.WriteLine("sensor: " + m) });
+        var policyTask = policy.RunAsync(stop.Token);
         var drain = agent.RunAsync(handler, stop.Token);
         while (!stop.Token.WaitHandle.WaitOne(refresh) && !drain.IsCompleted)
             Console.WriteLine(Line(agent, publisher));
         stop.Cancel();
         drain.GetAwaiter().GetResult(); // rethrows a drain failure
         agent.Stop(handler);
+        policyTask.GetAwaiter().GetResult();
         var delivered = publisher.FlushAsync(TimeSpan.FromSeconds(10), CancellationToken.None).GetAwaiter().GetResult();
         Console.WriteLine(Line(agent, publisher));
         Console.Error.WriteLine(delivered

@@ -109,5 +109,11 @@ public sealed record PolicyAck
 
     public byte[] ToRecord() => ControlRecord.Encode(ControlRecordType.PolicyAck, ToJsonUtf8(), AckedNs);
 
-    public override string ToString() => $"{Status.ToString().ToLowerInvariant()}: {PolicyRule.ActionName(Action)} {Target}: {Detail}";
+    public override string ToString() => $"{StatusName(Status)}: {PolicyRule.ActionName(Action)} {Target}: {Detail}";
+
+    public static string StatusName(PolicyAckStatus status) => status switch
+    {
+        PolicyAckStatus.DryRun => "dry-run",
+        _ => status.ToString().ToLowerInvariant(),
+    };
 }
