@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Detect.Models.Detectors;
 using Detect.Models.Evaluation;
 using Detect.Models.Features;
 using Detect.Models.Training;
@@ -25,19 +26,21 @@ public sealed class EvalCommand : ICliCommand
         return command;
     }
 
-    private sealed record Common(Option<string> Detector, Option<double> Fpr, Option<string?> Report, Option<string?> Registry);
+    private sealed record Common(Option<string> Detector, Option<double> Fpr, Option<string?> Report, Option<string?> Registry, Option<int> Folds);
 
     private static Common AddCommon(Command c, string defaultDetector)
     {
         var common = new Common(
-            new Option<string>("--detector") { Description = "knn, iforest, pca, robustz or ewma", DefaultValueFactory = _ => defaultDetector },
+            new Option<string>("--detector") { Description = $"{string.Join(", ", Detectors.Kinds)} (default {defaultDetector}; cover reads the syscall sequences of syscall/2)", DefaultValueFactory = _ => defaultDetector },
             new Option<double>("--fpr") { Description = "Target false-positive rate per window on held-out training normals (score 1.0)", DefaultValueFactory = _ => 0.01 },
             new Option<string?>("--report") { Description = "Folder for report.md and roc.png (default: out/eval-<set>)" },
-            new Option<string?>("--registry") { Description = "Also save the trained model (with its figures) as a version of this registry folder" });
+            new Option<string?>("--registry") { Description = "Also save the trained model (with its figures) as a version of this registry folder" },
+            new Option<int>("--calibration-folds") { Description = "0: threshold on a held-out quarter of the training samples; K >= 2: cross-fitted over K folds, model fitted on all", DefaultValueFactory = _ => 0 });
         c.Options.Add(common.Detector);
         c.Options.Add(common.Fpr);
         c.Options.Add(common.Report);
         c.Options.Add(common.Registry);
+        c.Options.Add(common.Folds);
         return common;
     }
 
@@ -46,7 +49,7 @@ public sealed class EvalCommand : ICliCommand
         var train = new Option<string>("--train") { Description = "Folder of normal trace files (e.g. adfa-ld/Training_Data_Master)", Required = true };
         var test = new Option<string>("--test") { Description = "Folder holding Validation_Data_Master/ and Attack_Data_Master/<Class>_<n>/", Required = true };
         var c = new Command("adfa-ld", "ADFA-LD: train on normal traces, test on validation traces and attack runs; one score per trace") { train, test };
-        var common = AddCommon(c, "knn");
+        var common = AddCommon(c, "cover");
         c.SetAction((parse, ct) => Task.FromResult(Run(parse, common, "adfa-ld", ct, () =>
         {
             var trainDir = parse.GetValue(train)!;
@@ -117,6 +120,12 @@ public sealed class EvalCommand : ICliCommand
         Func<(FeatureMatrix Train, FeatureMatrix Test, string[] Notes)> load)
     {
         var sw = Stopwatch.StartNew();
+        var kind = parse.GetValue(common.Detector)!;
+        if (!Detectors.Kinds.Contains(kind))
+        {
+            Console.Error.WriteLine($"detect eval {set}: unknown detector '{kind}' ({string.Join(", ", Detectors.Kinds)})");
+            return 2;
+        }
         FeatureMatrix train, test;
         string[] notes;
         try
@@ -131,8 +140,17 @@ public sealed class EvalCommand : ICliCommand
         ct.ThrowIfCancellationRequested();
         Console.WriteLine($"features: {train.Rows} training windows, {test.Rows} test windows, schema {train.FeatureSchema} ({train.Columns} features) in {sw.Elapsed.TotalSeconds:F1} s");
         var reportDir = parse.GetValue(common.Report) ?? Path.Combine("out", "eval-" + set);
-        var options = new TrainOptions { Detector = parse.GetValue(common.Detector)!, TargetFpr = parse.GetValue(common.Fpr), Source = set };
-        var result = Evaluator.Run(train, test, options, $"{set}: {options.Detector} on {train.FeatureSchema}", reportDir, parse.GetValue(common.Registry), notes);
+        var options = new TrainOptions { Detector = kind, TargetFpr = parse.GetValue(common.Fpr), Source = set, CalibrationFolds = parse.GetValue(common.Folds) };
+        EvaluationResult result;
+        try
+        {
+            result = Evaluator.Run(train, test, options, $"{set}: {options.Detector} on {train.FeatureSchema}", reportDir, parse.GetValue(common.Registry), notes);
+        }
+        catch (Exception e) when (e is FeatureSchemaMismatchException or ArgumentException)
+        {
+            Console.Error.WriteLine($"detect eval {set}: {e.Message}");
+            return 2;
+        }
         var r = result.Report;
         r.Extra["detector"] = options.Detector;
         r.Extra["feature_schema"] = train.FeatureSchema;

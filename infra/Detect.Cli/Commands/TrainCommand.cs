@@ -20,9 +20,10 @@ public sealed class TrainCommand : ICliCommand
         var from = new Option<string?>("--from") { Description = "Only windows from this UTC time (e.g. 2025-01-31T00:00)" };
         var to = new Option<string?>("--to") { Description = "Only windows up to this UTC time" };
         var noPromote = new Option<bool>("--no-promote") { Description = "Save the version without making it current" };
+        var folds = new Option<int>("--calibration-folds") { Description = "0: threshold on a held-out quarter of the samples; K >= 2: cross-fitted over K folds, model fitted on all", DefaultValueFactory = _ => 0 };
         var command = new Command("train", "Train an anomaly model on the normal windows of a Parquet feature archive (rows labelled as attacks are left out).")
         {
-            archive, family, output, detector, fpr, from, to, noPromote,
+            archive, family, output, detector, fpr, from, to, noPromote, folds,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -55,6 +56,7 @@ public sealed class TrainCommand : ICliCommand
             {
                 Detector = kind,
                 TargetFpr = parse.GetValue(fpr),
+                CalibrationFolds = parse.GetValue(folds),
                 Source = Path.GetFullPath(parse.GetValue(archive)!),
                 Name = registry.Name,
             });

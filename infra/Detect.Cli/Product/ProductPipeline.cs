@@ -46,6 +46,7 @@ public sealed class ProductPipeline : IDisposable
     private Task? _loop, _acksLoop;
     private PipelineSnapshot? _snapshot;
     private long _messageErrors;
+    private long _recordsApplied;
     private string? _lastError;
     private TimeSpan _drainIdle = TimeSpan.FromSeconds(1);
     private int _disposed;
@@ -92,6 +93,9 @@ public sealed class ProductPipeline : IDisposable
         Enum.GetValues<FeatureFamily>().Where(f => _families[(int)f] == null).Select(FeatureSchema.NameOf);
 
     public PipelineSnapshot? Snapshot => Volatile.Read(ref _snapshot);
+
+    /// <summary>Records handed to the pipeline so far (duplicates left out); any thread.</summary>
+    public long RecordsApplied => Interlocked.Read(ref _recordsApplied);
 
     public string AlertLogPath => _alertLog.Path;
 
@@ -193,6 +197,7 @@ public sealed class ProductPipeline : IDisposable
                 if (!message.IsDuplicate)
                 {
                     _recordsByFamily[(int)message.Family] += message.RecordCount;
+                    Interlocked.Add(ref _recordsApplied, message.RecordCount);
                     TransportLatency.Add((DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100 - message.Header.SealedUnixNs);
                 }
                 _input.Apply(message);

@@ -1,3 +1,5 @@
+using Detect.Models.Features;
+
 namespace Detect.Models.Detectors;
 
 /// <summary>
@@ -8,7 +10,7 @@ namespace Detect.Models.Detectors;
 /// </summary>
 public interface IAnomalyDetector
 {
-    /// <summary>Stable name written into manifests: pca, iforest, robustz, knn, ewma.</summary>
+    /// <summary>Stable name written into manifests: pca, iforest, robustz, knn, ewma, cover.</summary>
     string Kind { get; }
 
     int FeatureCount { get; }
@@ -46,15 +48,23 @@ public sealed record DetectorOptions
     public int Warmup { get; init; } = 3;
     /// <summary>ewma: entities remembered at most (bounded memory); the least recently seen go first.</summary>
     public int MaxEntities { get; init; } = 100_000;
+    /// <summary>cover: calls of distinct normal sequences kept at most (about 26 bytes each once built).</summary>
+    public long MaxSequenceCorpus { get; init; } = 2_000_000;
 }
 
 /// <summary>The detector kinds, their fitting and their loading.</summary>
 public static class Detectors
 {
-    public static readonly IReadOnlyList<string> Kinds = ["knn", "iforest", "pca", "robustz", "ewma"];
+    public static readonly IReadOnlyList<string> Kinds = ["knn", "iforest", "pca", "robustz", "ewma", "cover"];
 
-    public static IAnomalyDetector Fit(string kind, ReadOnlySpan<float> rows, int n, int d, DetectorOptions options, ReadOnlySpan<string?> entities = default) => kind switch
+    /// <summary>Detectors that read the `seq` column (syscall/2) rather than, or beside, the features.</summary>
+    public static bool ReadsSequences(string kind) => kind == "cover";
+
+    public static IAnomalyDetector Fit(string kind, ReadOnlySpan<float> rows, int n, int d, DetectorOptions options, ReadOnlySpan<string?> entities = default,
+        SequenceColumn? sequences = null) => kind switch
     {
+        "cover" => CoveringDetector.Fit(sequences ?? throw new FeatureSchemaMismatchException(
+            "the 'cover' detector reads the windows' call sequences (the `seq` column of syscall/2), and these windows have none: train it on syscall/2 archives"), d, options),
         "pca" => RandomizedPcaDetector.Fit(rows, n, d, options),
         "iforest" => IsolationForest.Fit(rows, n, d, options),
         "robustz" => RobustZDetector.Fit(rows, n, d, options),
@@ -70,6 +80,7 @@ public static class Detectors
         "robustz" => RobustZDetector.Load(reader),
         "knn" => KnnDetector.Load(reader),
         "ewma" => EwmaDetector.Load(reader),
+        "cover" => CoveringDetector.Load(reader),
         _ => throw new InvalidDataException($"model names an unknown detector '{kind}'; this build knows {string.Join(", ", Kinds)}"),
     };
 }

@@ -26,7 +26,7 @@ public static class Evaluator
         var samples = EvaluationReport.MaxBySample(test.SampleIds, test.Labels, scores);
         var report = EvaluationReport.Create(title, samples);
         report.Notes.Add($"Model: `{model.Manifest.Detector}` on feature schema `{model.FeatureSchema}` ({model.FeatureNames.Count} features), " +
-                         $"trained on {model.Manifest.Training.FitWindows} normal windows, threshold set on {model.Manifest.Training.CalibrationWindows} held-out normal windows " +
+                         $"trained on {model.Manifest.Training.FitWindows} normal windows, threshold set on {model.Manifest.Training.CalibrationWindows} normal windows scored {model.Manifest.Training.Calibration} " +
                          $"at {options.TargetFpr:P1} FPR per window.");
         report.Notes.Add($"Scores are per sample (sample_id): each of the {samples.Count} samples takes the highest score among its windows ({test.Rows} test windows in all).");
         if (notes != null) report.Notes.AddRange(notes);

@@ -6,13 +6,15 @@ namespace Detect.Models.Features;
 
 /// <summary>
 /// Windows of one family as a dense row-major float matrix (rows = windows, columns = the `f_`
-/// features in schema order), with the key and label columns beside it. Training, calibration
-/// and evaluation work on this; live scoring reads Arrow batches directly (see ModelScorer).
+/// features in schema order), with the key and label columns beside it, and (syscall/2) each
+/// window's call sequence. Training, calibration and evaluation work on this; live scoring reads
+/// Arrow batches directly (see ModelScorer).
 /// </summary>
 public sealed class FeatureMatrix
 {
     public FeatureMatrix(string family, string featureSchema, IReadOnlyList<string> featureNames, float[] values, int rows,
-        string?[]? entities = null, string?[]? labels = null, string?[]? sampleIds = null, long[]? windowStarts = null, string?[]? hosts = null)
+        string?[]? entities = null, string?[]? labels = null, string?[]? sampleIds = null, long[]? windowStarts = null, string?[]? hosts = null,
+        SequenceColumn? sequences = null)
     {
         ArgumentNullException.ThrowIfNull(featureNames);
         ArgumentNullException.ThrowIfNull(values);
@@ -29,6 +31,8 @@ public sealed class FeatureMatrix
         SampleIds = Check(sampleIds, rows, nameof(sampleIds)) ?? new string?[rows];
         WindowStarts = Check(windowStarts, rows, nameof(windowStarts)) ?? new long[rows];
         Hosts = Check(hosts, rows, nameof(hosts)) ?? new string?[rows];
+        if (sequences != null && sequences.Count != rows) throw new ArgumentException($"{sequences.Count} sequences for {rows} rows", nameof(sequences));
+        Sequences = sequences;
     }
 
     public string Family { get; }
@@ -43,6 +47,8 @@ public sealed class FeatureMatrix
     public string?[] SampleIds { get; }
     public long[] WindowStarts { get; }
     public string?[] Hosts { get; }
+    /// <summary>Each window's calls in order (the `seq` column of syscall/2), or null when the batches carry none.</summary>
+    public SequenceColumn? Sequences { get; }
 
     public ReadOnlySpan<float> Row(int row) => Values.AsSpan(row * Columns, Columns);
 
@@ -68,7 +74,7 @@ public sealed class FeatureMatrix
             starts[i] = WindowStarts[r];
             hosts[i] = Hosts[r];
         }
-        return new FeatureMatrix(Family, FeatureSchema, FeatureNames, values, rows.Count, entities, labels, samples, starts, hosts);
+        return new FeatureMatrix(Family, FeatureSchema, FeatureNames, values, rows.Count, entities, labels, samples, starts, hosts, Sequences?.Select(rows));
     }
 
     /// <summary>The rows that satisfy a predicate on the row index.</summary>
@@ -86,6 +92,8 @@ public sealed class FeatureMatrix
         {
             if (p.FeatureSchema != first.FeatureSchema || !p.FeatureNames.SequenceEqual(first.FeatureNames))
                 throw new FeatureSchemaMismatchException($"cannot stack feature schema '{p.FeatureSchema}' ({p.Columns} features) onto '{first.FeatureSchema}' ({first.Columns} features)");
+            if ((p.Sequences == null) != (first.Sequences == null))
+                throw new FeatureSchemaMismatchException($"cannot stack windows with and without the '{SequenceColumn.Column}' column (schema '{first.FeatureSchema}')");
         }
         if (parts.Count == 1) return first;
         var rows = parts.Sum(p => p.Rows);
@@ -107,7 +115,8 @@ public sealed class FeatureMatrix
             Array.Copy(p.Hosts, 0, hosts, at, p.Rows);
             at += p.Rows;
         }
-        return new FeatureMatrix(first.Family, first.FeatureSchema, first.FeatureNames, values, rows, entities, labels, samples, starts, hosts);
+        var sequences = first.Sequences == null ? null : SequenceColumn.Concat(parts.Select(p => p.Sequences!).ToList());
+        return new FeatureMatrix(first.Family, first.FeatureSchema, first.FeatureNames, values, rows, entities, labels, samples, starts, hosts, sequences);
     }
 
     /// <summary>Reads a feature batch (the pipeline's Arrow RecordBatch) into a matrix.</summary>
@@ -129,7 +138,7 @@ public sealed class FeatureMatrix
         return new FeatureMatrix(family, schema, names, values, n,
             ArrowFeatures.Strings(batch, FeatureColumns.Entity), ArrowFeatures.Strings(batch, FeatureColumns.Label),
             ArrowFeatures.Strings(batch, FeatureColumns.SampleId), ArrowFeatures.Longs(batch, FeatureColumns.WindowStart),
-            ArrowFeatures.Strings(batch, FeatureColumns.Host));
+            ArrowFeatures.Strings(batch, FeatureColumns.Host), SequenceColumn.FromArrow(batch)?.Select(Enumerable.Range(0, n).ToList()));
     }
 
     /// <summary>Writes the matrix as a feature batch of the contract's layout (tests, notebooks and tools; the pipeline has its own writer).</summary>
@@ -144,6 +153,11 @@ public sealed class FeatureMatrix
             .Field(f => f.Name(FeatureColumns.Label).DataType(StringType.Default).Nullable(true))
             .Field(f => f.Name(FeatureColumns.SampleId).DataType(StringType.Default).Nullable(true));
         foreach (var name in FeatureNames) builder.Field(f => f.Name(name).DataType(FloatType.Default).Nullable(false));
+        if (Sequences != null)
+        {
+            builder.Field(f => f.Name(SequenceColumn.Column).DataType(BinaryType.Default).Nullable(false));
+            builder.Field(f => f.Name(SequenceColumn.DroppedColumn).DataType(Int32Type.Default).Nullable(false));
+        }
         builder.Metadata(FeatureColumns.FamilyKey, Family).Metadata(FeatureColumns.SchemaKey, FeatureSchema);
         var arrays = new List<IArrowArray>
         {
@@ -158,6 +172,12 @@ public sealed class FeatureMatrix
         {
             for (var r = 0; r < Rows; r++) column[r] = Values[(long)r * Columns + j];
             arrays.Add(new FloatArray.Builder().AppendRange(column).Build());
+        }
+        if (Sequences != null)
+        {
+            var (seq, dropped) = Sequences.ToArrow();
+            arrays.Add(seq);
+            arrays.Add(dropped);
         }
         return new RecordBatch(builder.Build(), arrays, Rows);
     }

@@ -78,6 +78,10 @@ public static class ParquetArchive
         var samples = new List<string?>();
         var hosts = new List<string?>();
         var starts = new List<long>();
+        var seqField = fields.FirstOrDefault(f => f.Name == SequenceColumn.Column);
+        var seqDroppedField = fields.FirstOrDefault(f => f.Name == SequenceColumn.DroppedColumn);
+        var sequences = seqField != null ? new List<ushort[]>() : null;
+        var dropped = new List<int>();
         var total = 0;
         for (var g = 0; g < reader.RowGroupCount; g++)
         {
@@ -95,6 +99,17 @@ public static class ParquetArchive
             samples.AddRange(await ReadStringsAsync(rg, fields, FeatureColumns.SampleId, n, ct).ConfigureAwait(false));
             hosts.AddRange(await ReadStringsAsync(rg, fields, FeatureColumns.Host, n, ct).ConfigureAwait(false));
             starts.AddRange(await ReadLongsAsync(rg, fields, FeatureColumns.WindowStart, n, ct).ConfigureAwait(false));
+            if (sequences != null)
+            {
+                if (seqField!.ClrType != typeof(byte[]) && seqField.ClrType != typeof(ReadOnlyMemory<byte>))
+                    throw new FeatureSchemaMismatchException($"{path}: column '{SequenceColumn.Column}' is {seqField.ClrType.Name}, the contract says binary");
+                var cells = new byte[]?[n];
+                await rg.ReadAsync(seqField, cells.AsMemory(), null, ct).ConfigureAwait(false);
+                foreach (var c in cells) sequences.Add(c == null ? [] : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(c.AsSpan()).ToArray());
+                var droppedHere = new int[n];
+                if (seqDroppedField != null && seqDroppedField.ClrType == typeof(int)) await rg.ReadAsync<int>(seqDroppedField, droppedHere, null, ct).ConfigureAwait(false);
+                dropped.AddRange(droppedHere);
+            }
             total += n;
         }
         var all = new float[(long)total * d];
@@ -104,7 +119,8 @@ public static class ParquetArchive
             Array.Copy(b, 0, all, at, b.Length);
             at += b.Length;
         }
-        return new FeatureMatrix(family, schema, names, all, total, [.. entities], [.. labels], [.. samples], [.. starts], [.. hosts]);
+        return new FeatureMatrix(family, schema, names, all, total, [.. entities], [.. labels], [.. samples], [.. starts], [.. hosts],
+            sequences != null ? SequenceColumn.FromRows(sequences, dropped) : null);
     }
 
     /// <summary>Writes a matrix as one part file under the archive layout (temporary name, then rename) and returns its path.</summary>
@@ -134,7 +150,10 @@ public static class ParquetArchive
         var label = new DataField<string>(FeatureColumns.Label, true);
         var sample = new DataField<string>(FeatureColumns.SampleId, true);
         var features = m.FeatureNames.Select(n => new DataField<float>(n, false)).ToArray();
-        var schema = new ParquetSchema([host, entity, start, end, count, label, sample, .. features]);
+        var seq = new DataField<byte[]>(SequenceColumn.Column, false);
+        var seqDropped = new DataField<int>(SequenceColumn.DroppedColumn, false);
+        Parquet.Schema.Field[] sequenceFields = m.Sequences != null ? [seq, seqDropped] : [];
+        var schema = new ParquetSchema([host, entity, start, end, count, label, sample, .. features, .. sequenceFields]);
         await using var stream = File.Create(path);
         await using var writer = await ParquetWriter.CreateAsync(schema, stream, cancellationToken: ct).ConfigureAwait(false);
         writer.CustomMetadata = new Dictionary<string, string> { [FeatureColumns.FamilyKey] = m.Family, [FeatureColumns.SchemaKey] = m.FeatureSchema };
@@ -151,6 +170,18 @@ public static class ParquetArchive
         {
             for (var r = 0; r < m.Rows; r++) column[r] = m.Values[(long)r * m.Columns + j];
             await rg.WriteAsync<float>(features[j], column, null, null, ct).ConfigureAwait(false);
+        }
+        if (m.Sequences is { } sequences)
+        {
+            var cells = new byte[m.Rows][];
+            var dropped = new int[m.Rows];
+            for (var r = 0; r < m.Rows; r++)
+            {
+                cells[r] = System.Runtime.InteropServices.MemoryMarshal.AsBytes(sequences[r]).ToArray();
+                dropped[r] = sequences.Dropped(r);
+            }
+            await rg.WriteAsync(seq, cells).ConfigureAwait(false);
+            await rg.WriteAsync<int>(seqDropped, dropped, null, null, ct).ConfigureAwait(false);
         }
         rg.CompleteValidate();
     }

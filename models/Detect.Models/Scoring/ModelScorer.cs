@@ -13,6 +13,8 @@ public sealed class ScoredBatch
 {
     private float[] _rawFeatures = [];
     private FeatureBaseline? _baseline;
+    private string?[] _sequenceNotes = [];
+    private FeatureContribution?[] _sequenceContributions = [];
 
     public int Count { get; private set; }
     public int FeatureCount { get; private set; }
@@ -29,16 +31,37 @@ public sealed class ScoredBatch
 
     public bool IsAnomalous(int row) => Scores[row] >= 1f;
 
-    /// <summary>The top contributing features of any row, computed on demand.</summary>
+    /// <summary>
+    /// The top contributing features of any row, computed on demand. For a sequence model the first
+    /// is `seq_pieces_per_call` (the covering score, normal up to the threshold's raw value) for rows
+    /// scored at or above the scorer's ExplainFrom.
+    /// </summary>
     public FeatureContribution[] Explain(int row, int count = 3)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(row, Count);
         if (count == 3 && Explanations[row] is { } done) return done;
-        return _baseline!.Explain(_rawFeatures.AsSpan(row * FeatureCount, FeatureCount), count);
+        var features = _baseline!.Explain(_rawFeatures.AsSpan(row * FeatureCount, FeatureCount), count);
+        if (row < _sequenceContributions.Length && _sequenceContributions[row] is { } seq && count > 0)
+            return [seq, .. features.Take(count - 1)];
+        return features;
     }
 
-    /// <summary>"f_x = 0.41, normal 0.00-0.05; ..." for a row.</summary>
-    public string Describe(int row) => FeatureBaseline.Describe(Explain(row));
+    /// <summary>For a sequence model, where the row's calls leave normal sequences (rows at or above ExplainFrom), else null.</summary>
+    public string? SequenceNote(int row) => row < Count && row < _sequenceNotes.Length ? _sequenceNotes[row] : null;
+
+    /// <summary>"f_x = 0.41, normal 0.00-0.05; ..." for a row (and, for a sequence model, where its calls break from normal sequences).</summary>
+    public string Describe(int row) => SequenceNote(row) is { } note ? FeatureBaseline.Describe(Explain(row)) + "; " + note : FeatureBaseline.Describe(Explain(row));
+
+    internal void SetSequenceExplanation(int row, FeatureContribution contribution, string? note)
+    {
+        if (_sequenceNotes.Length < Scores.Length)
+        {
+            _sequenceNotes = new string?[Scores.Length];
+            _sequenceContributions = new FeatureContribution?[Scores.Length];
+        }
+        _sequenceNotes[row] = note;
+        _sequenceContributions[row] = contribution;
+    }
 
     internal Span<float> Prepare(int n, int d, DetectorModel model, string schema)
     {
@@ -56,6 +79,8 @@ public sealed class ScoredBatch
             Explanations = new FeatureContribution[]?[cap];
         }
         else Array.Clear(Explanations, 0, n);
+        Array.Clear(_sequenceNotes, 0, Math.Min(n, _sequenceNotes.Length));
+        Array.Clear(_sequenceContributions, 0, Math.Min(n, _sequenceContributions.Length));
         if (_rawFeatures.Length < n * d) _rawFeatures = new float[Math.Max(n * d, _rawFeatures.Length * 2)];
         return _rawFeatures.AsSpan(0, n * d);
     }
@@ -96,6 +121,9 @@ public sealed class ModelChangedEventArgs(string previous, string current) : Eve
 /// </summary>
 public sealed class ModelScorer : IDisposable
 {
+    /// <summary>The pseudo-feature a sequence model's explanation starts with: its raw covering score.</summary>
+    public const string SequencePiecesFeature = "seq_pieces_per_call";
+
     private readonly ScorerOptions _options;
     private readonly ModelRegistry? _registry;
     private readonly FileSystemWatcher? _watcher;
@@ -202,19 +230,35 @@ public sealed class ModelScorer : IDisposable
             for (var r = 0; r < n; r++) raw[r * d + column] = hasNulls && array.IsNull(r) ? 0f : values[r];
             column++;
         }
+        var sequenceDetector = model.Detector as ISequenceDetector;
+        var readsFeatures = sequenceDetector == null || sequenceDetector.ReadsFeatures;
         if (_prepared.Length < n * d) _prepared = new float[Math.Max(n * d, _prepared.Length * 2)];
-        var prepared = _prepared.AsSpan(0, n * d);
-        model.Prepare(raw, n, prepared);
+        var prepared = readsFeatures ? _prepared.AsSpan(0, n * d) : [];
+        if (readsFeatures) model.Prepare(raw, n, prepared);
         var entities = model.Detector is IStatefulDetector ? ArrowFeatures.Strings(batch, FeatureColumns.Entity) ?? [] : [];
         var rawScores = result.RawScores.AsSpan(0, n);
-        model.Detector.Score(prepared, n, rawScores, entities);
+        SequenceColumn? sequences = null;
+        if (sequenceDetector != null)
+        {
+            sequences = SequenceColumn.FromArrow(batch) ?? throw model.MissingSequences(featureSchema);
+            sequenceDetector.Score(prepared, n, sequences, rawScores, entities);
+        }
+        else model.Detector.Score(prepared, n, rawScores, entities);
         var calibrator = model.Calibrator;
         for (var r = 0; r < n; r++)
         {
             var s = calibrator.Map(rawScores[r]);
             result.Scores[r] = s;
             result.Severities[r] = Calibrator.SeverityOf(s);
-            if (s >= _options.ExplainFrom) result.Explanations[r] = model.Baseline.Explain(raw.Slice(r * d, d));
+            if (s < _options.ExplainFrom) continue;
+            if (sequenceDetector != null)
+            {
+                // Now, while the batch's sequences are readable (the pipeline lends batches only for the call).
+                var contribution = new FeatureContribution(SequencePiecesFeature, rawScores[r], 0f, calibrator.Threshold, Math.Max(1f, s) * 10f);
+                result.SetSequenceExplanation(r, contribution, sequenceDetector.Describe(sequences![r]));
+                result.Explanations[r] = [contribution, .. model.Baseline.Explain(raw.Slice(r * d, d), 2)];
+            }
+            else result.Explanations[r] = model.Baseline.Explain(raw.Slice(r * d, d));
         }
         return result;
     }

@@ -63,14 +63,28 @@ public sealed class DetectorModel
     {
         ArgumentNullException.ThrowIfNull(m);
         EnsureSchema(m.FeatureSchema, m.FeatureNames);
-        var prepared = new float[m.Values.Length];
-        Prepare(m.Values, m.Rows, prepared);
         var raw = new float[m.Rows];
-        Detector.Score(prepared, m.Rows, raw, m.Entities);
+        if (Detector is ISequenceDetector sequenceDetector)
+        {
+            var sequences = m.Sequences ?? throw MissingSequences(m.FeatureSchema);
+            var prepared = sequenceDetector.ReadsFeatures ? new float[m.Values.Length] : [];
+            if (sequenceDetector.ReadsFeatures) Prepare(m.Values, m.Rows, prepared);
+            sequenceDetector.Score(prepared, m.Rows, sequences, raw, m.Entities);
+        }
+        else
+        {
+            var prepared = new float[m.Values.Length];
+            Prepare(m.Values, m.Rows, prepared);
+            Detector.Score(prepared, m.Rows, raw, m.Entities);
+        }
         var calibrated = new float[m.Rows];
         Calibrator.Map(raw, calibrated);
         return (raw, calibrated);
     }
+
+    /// <summary>The error for a sequence model handed windows without their `seq` column.</summary>
+    internal FeatureSchemaMismatchException MissingSequences(string featureSchema) =>
+        new($"model {Id} ({Manifest.Detector}) reads each window's call sequence, the `{SequenceColumn.Column}` column of syscall/2, and the '{featureSchema}' windows have none");
 
     /// <summary>Raw rows to what the detector reads: optional row normalisation (frequency vectors), then the feature transform.</summary>
     internal void Prepare(ReadOnlySpan<float> rawRows, int n, Span<float> output)

@@ -5,22 +5,27 @@ namespace Detect.Models.Training;
 /// <summary>
 /// What a model does to raw feature values before its detector sees them: an optional signed
 /// log1p for heavy-tailed features (byte and packet rates span nine orders of magnitude), then
-/// optional robust standardisation ((x - median) / scale). Learnt on training data, stored in
-/// the model, applied identically in training, calibration and live scoring.
+/// optional robust standardisation ((x - median) / scale), clipped to [-Clip, Clip]. Learnt on
+/// training data, stored in the model, applied identically in training, calibration and live scoring.
 /// </summary>
 public sealed class FeatureTransform
 {
     private readonly bool[] _log;
     private readonly float[] _centre;
     private readonly float[] _inverseScale;
+    private readonly float _clip;
 
-    public FeatureTransform(bool[] log, float[] centre, float[] scale)
+    public FeatureTransform(bool[] log, float[] centre, float[] scale, float clip = float.PositiveInfinity)
     {
         _log = log;
         _centre = centre;
         _inverseScale = scale.Select(s => 1f / s).ToArray();
         Scale = scale;
+        _clip = clip > 0 ? clip : float.PositiveInfinity;
     }
+
+    /// <summary>Standardised values are clipped to [-Clip, Clip] (infinity: not clipped).</summary>
+    public float Clip => _clip;
 
     public int FeatureCount => _log.Length;
     public IReadOnlyList<bool> Log => _log;
@@ -50,7 +55,7 @@ public sealed class FeatureTransform
             identity.Apply(rows, n, logged);
             (centre, scale) = RobustStats.MedianAndScale(logged, n, d);
         }
-        return new FeatureTransform(log, centre, scale);
+        return new FeatureTransform(log, centre, scale, options.Clip ?? float.PositiveInfinity);
     }
 
     public static float SignedLog1p(float x) => x >= 0 ? MathF.Log(1 + x) : -MathF.Log(1 - x);
@@ -67,7 +72,7 @@ public sealed class FeatureTransform
                 var v = rows[o + j];
                 if (!float.IsFinite(v)) v = float.IsNaN(v) ? 0f : v > 0 ? float.MaxValue : float.MinValue;
                 if (_log[j]) v = SignedLog1p(v);
-                output[o + j] = (v - _centre[j]) * _inverseScale[j];
+                output[o + j] = Math.Clamp((v - _centre[j]) * _inverseScale[j], -_clip, _clip);
             }
         }
     }
@@ -77,7 +82,7 @@ public sealed class FeatureTransform
     {
         if (!float.IsFinite(v)) v = float.IsNaN(v) ? 0f : v > 0 ? float.MaxValue : float.MinValue;
         if (_log[j]) v = SignedLog1p(v);
-        return (v - _centre[j]) * _inverseScale[j];
+        return Math.Clamp((v - _centre[j]) * _inverseScale[j], -_clip, _clip);
     }
 
     public void Save(ModelWriter writer)
@@ -87,6 +92,7 @@ public sealed class FeatureTransform
         foreach (var b in _log) w.Write(b);
         ModelWriter.WriteFloats(w, _centre);
         ModelWriter.WriteFloats(w, Scale.ToArray());
+        w.Write(_clip);
     }
 
     public static FeatureTransform Load(ModelReader reader)
@@ -95,7 +101,11 @@ public sealed class FeatureTransform
         var d = r.ReadInt32();
         var log = new bool[d];
         for (var j = 0; j < d; j++) log[j] = r.ReadBoolean();
-        return new FeatureTransform(log, ModelReader.ReadFloats(r), ModelReader.ReadFloats(r));
+        var centre = ModelReader.ReadFloats(r);
+        var scale = ModelReader.ReadFloats(r);
+        // Models saved before clipping existed end here: not clipped.
+        var clip = r.BaseStream.Position + sizeof(float) <= r.BaseStream.Length ? r.ReadSingle() : float.PositiveInfinity;
+        return new FeatureTransform(log, centre, scale, clip);
     }
 }
 
@@ -107,4 +117,17 @@ public sealed record TransformOptions
     /// <summary>Auto mode: features whose absolute value in training exceeds this are log-scaled.</summary>
     public float LogAbove { get; init; } = 100f;
     public bool Standardise { get; init; } = true;
+    /// <summary>
+    /// Standardised values are clipped to [-Clip, Clip] (infinity: not clipped; null: the detector's
+    /// default, <see cref="DefaultClip"/>).
+    /// </summary>
+    public float? Clip { get; init; }
+
+    /// <summary>
+    /// knn: 10. A feature constant in training gets the scale floor (0.01), so one rare flag would
+    /// stand 100 units out and drown every other feature in a distance; ten robust deviations already
+    /// mean "far outside normal". The value was set a priori, not searched on attack rows. Other
+    /// detectors: no clip (robustz would tie at the cap, pca loses part of its residual).
+    /// </summary>
+    public static float DefaultClip(string detector) => detector == "knn" ? 10f : float.PositiveInfinity;
 }

@@ -25,6 +25,7 @@ public sealed record ModelManifest
     public static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // "Infinity": no clip
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
@@ -48,6 +49,10 @@ public sealed record DetectorSettings
     public LogMode Log { get; init; }
     public bool Standardise { get; init; }
     public bool NormaliseRows { get; init; }
+    /// <summary>Standardised features clipped to [-Clip, Clip] (infinity: no clip).</summary>
+    public float Clip { get; init; } = float.PositiveInfinity;
+    /// <summary>Folds of the cross-fitted calibration (0: a held-out share).</summary>
+    public int CalibrationFolds { get; init; }
 }
 
 /// <summary>What the model learnt from: where, which time range, how many windows.</summary>
@@ -58,5 +63,7 @@ public sealed record TrainingData
     public DateTime? ToUtc { get; init; }
     public int FitWindows { get; init; }
     public int CalibrationWindows { get; init; }
+    /// <summary>How the calibration windows were scored: "held out" or "out of fold (K folds)".</summary>
+    public string Calibration { get; init; } = "held out";
     public int Samples { get; init; }
 }
