@@ -29,7 +29,7 @@ public sealed record Alert
     /// <summary>The transport's host id (hex) where known, for routing enforcement back to that host's sensors.</summary>
     public string? HostId { get; init; }
 
-    /// <summary>`syscall` (entity: a process, `tgid@start_ns`) or `flow` (entity: a source address).</summary>
+    /// <summary>`syscall` (entity: a process, `tgid@start_ns comm`) or `flow` (entity: a source address).</summary>
     public required string Family { get; init; }
 
     public required string Entity { get; init; }

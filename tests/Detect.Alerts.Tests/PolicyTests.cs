@@ -92,6 +92,9 @@ public sealed class PolicyTests
         Assert.Equal("4242", kill.Target);
         Assert.Equal(987654321000, kill.ProcessStartNs);
         Assert.Null(kill.TtlSeconds);
+        // With the command name the sensors recorded after the key (FEATURES.md): the same process.
+        var named = engine.Decide(AlertFor("syscall", "4343@987654321001 sshd: x@y", 1.6f))!;
+        Assert.Equal(("4343", 987654321001L), (named.Target, named.ProcessStartNs));
         // An entity that is no process key cannot be acted on: counted, with the reason.
         Assert.Null(engine.Decide(AlertFor("syscall", "not-a-process", 3f)));
         Assert.Equal(1, engine.Stats.Unusable);

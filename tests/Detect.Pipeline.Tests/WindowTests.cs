@@ -79,6 +79,35 @@ public class WindowTests
         Assert.Equal(0, p.Stats.LateRecords);
     }
 
+    private static void Named(FeaturePipeline p, long t, uint tgid, string comm, RecordType type = RecordType.Syscall)
+    {
+        var b = new RecordBuffer(1024);
+        var task = new TaskInfo { Pid = tgid, Tgid = tgid, StartNs = 5 };
+        System.Text.Encoding.Latin1.GetBytes(comm).CopyTo((Span<byte>)task.Comm);
+        if (type == RecordType.Exec)
+            b.Add(new ExecRecord { Header = RecordBuffer.Header(RecordType.Exec, ExecRecord.Size, (ulong)t), Task = task });
+        else
+            b.Add(new SyscallRecord { Header = RecordBuffer.Header(RecordType.Syscall, SyscallRecord.Size, (ulong)t), Task = task, Nr = Read });
+        p.Process(b.Span, Host);
+    }
+
+    [Fact]
+    public void ProcessEntity_NamesTheCommand_AsOfItsWindowOrItsLastExec()
+    {
+        var sink = new Collect();
+        var p = new FeaturePipeline(new PipelineOptions { Window = TimeSpan.FromSeconds(10), AllowedLateness = TimeSpan.FromSeconds(1) }).AddSink(sink);
+        Named(p, 1 * S, 100, "bash");
+        Named(p, 2 * S, 100, "bash");
+        Named(p, 12 * S, 100, "bash");
+        Named(p, 13 * S, 100, "nc", RecordType.Exec); // same process, a new image and name
+        Named(p, 14 * S, 100, "nc");
+        Named(p, 15 * S, 300, "evil\u0001\u00e9");   // bytes outside printable ASCII
+        p.Flush();
+        var rows = sink.Rows(FeatureFamily.Syscall).OrderBy(r => r.Start).ThenBy(r => r.Entity, StringComparer.Ordinal).ToList();
+        Assert.Equal(["100@5 bash", "100@5 nc", "300@5 evil??"], rows.Select(r => r.Entity));
+        Assert.Equal([0L, 10 * S, 10 * S], rows.Select(r => r.Start));
+    }
+
     [Fact]
     public void OutOfOrderRecord_WithinLateness_LandsInItsWindow_LaterOneIsCountedLate()
     {

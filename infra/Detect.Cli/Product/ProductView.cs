@@ -264,12 +264,14 @@ internal sealed class ProductView
         return table;
     }
 
-    /// <summary>A process entity with its command name while it runs ("4242@... (sshd)").</summary>
+    /// <summary>A process entity as "4242 (sshd)": the name the sensor recorded, else the running process's.</summary>
     private static string Describe(string family, string entity)
     {
         if (family != "syscall") return entity;
         var at = entity.IndexOf('@', StringComparison.Ordinal);
         if (at <= 0) return entity;
+        var space = entity.IndexOf(' ', at);
+        if (space > 0) return $"{entity[..at]} ({entity[(space + 1)..]})";
         try
         {
             return $"{entity[..at]} ({File.ReadAllText($"/proc/{entity[..at]}/comm").Trim()})";

@@ -156,12 +156,15 @@ public sealed class PolicyEngine
             }
             default:
             {
-                // Syscall entities are "<tgid>@<start_ns>" (CONTRACTS.md).
+                // Syscall entities are "<tgid>@<start_ns>", then " <comm>" when the sensor named the command (FEATURES.md).
                 var at = alert.Entity.IndexOf('@', StringComparison.Ordinal);
+                var startText = at < 0 ? default : alert.Entity.AsSpan(at + 1);
+                var space = startText.IndexOf(' ');
+                if (space >= 0) startText = startText[..space];
                 if (at <= 0
                     || !int.TryParse(alert.Entity.AsSpan(0, at), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid <= 0
-                    || !long.TryParse(alert.Entity.AsSpan(at + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var start))
-                    throw new FormatException($"syscall entity '{alert.Entity}' is not <tgid>@<start_ns>");
+                    || !long.TryParse(startText, NumberStyles.None, CultureInfo.InvariantCulture, out var start))
+                    throw new FormatException($"syscall entity '{alert.Entity}' is not <tgid>@<start_ns>[ <comm>]");
                 return (pid.ToString(CultureInfo.InvariantCulture), start);
             }
         }

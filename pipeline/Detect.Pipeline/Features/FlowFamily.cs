@@ -219,7 +219,7 @@ internal sealed class FlowFamily : WindowedFamily<SourceKey, NoState, FlowAcc>
         return ip.TryFormat(dest, out var written) ? written : 0;
     }
 
-    protected override void EmitRow(in SourceKey key, ref FlowAcc a, long windowStartNs)
+    protected override void EmitRow(in SourceKey key, int slot, ref FlowAcc a, long windowStartNs)
     {
         var recordCount = a.RecordCount;
         var labelId = a.LabelId;

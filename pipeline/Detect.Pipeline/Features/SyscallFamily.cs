@@ -34,11 +34,12 @@ internal readonly struct ProcessKey(int host, int sample, uint tgid, ulong start
     public override int GetHashCode() => Hash;
 }
 
-/// <summary>Per-process state across windows: the last two calls, for n-grams that span a window edge.</summary>
+/// <summary>Per-process state across windows: the last two calls, for n-grams that span a window edge, and the command name.</summary>
 internal struct ProcessState
 {
     public int Prev1; // syscall number + 1; 0 = none
     public int Prev2;
+    public CommBuffer Comm; // as of the window's first record or the last exec; named in the entity
 }
 
 /// <summary>One process's counts in one window. The first 64 bytes are what every syscall record updates.</summary>
@@ -127,7 +128,11 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         var acc = Resolve(in key, eventNs, label, out slot, out var isNew);
         if (acc < 0) return ref Unsafe.NullRef<SyscallAcc>();
         ref var a = ref Acc(acc);
-        if (isNew) a.FirstNs = eventNs;
+        if (isNew)
+        {
+            a.FirstNs = eventNs;
+            Entity(slot).Comm = task.Comm; // once per window, not per record
+        }
         if (eventNs > a.LastNs) a.LastNs = eventNs;
         if (eventNs < a.FirstNs) a.FirstNs = eventNs;
         return ref a;
@@ -264,7 +269,7 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         ref var a = ref Open(in r.Task, host, sample, (long)r.Header.KtimeNs + offsetNs, label, out var slot);
         if (Unsafe.IsNullRef(ref a)) return;
         a.Execs++;
-        Entity(slot) = default; // a new image: n-grams start over
+        Entity(slot) = new ProcessState { Comm = r.Task.Comm }; // a new image: n-grams start over, under its new name
     }
 
     public void OnFork(in ForkRecord r, int host, int sample, long offsetNs, int label)
@@ -299,16 +304,34 @@ internal sealed class SyscallFamily : WindowedFamily<ProcessKey, ProcessState, S
         }
     }
 
-    protected override void EmitRow(in ProcessKey key, ref SyscallAcc a, long windowStartNs)
+    /// <summary>
+    /// "tgid@start_ns", then " comm" when the records named the command, so an alert still says which
+    /// program it was after the process is gone. Bytes of the name outside printable ASCII become '?'
+    /// (the column is UTF-8 and the name is whatever the process set).
+    /// </summary>
+    internal static int FormatEntity(in ProcessKey key, in CommBuffer comm, Span<byte> entity)
+    {
+        Utf8Formatter.TryFormat(key.Tgid, entity, out var w);
+        entity[w++] = (byte)'@';
+        Utf8Formatter.TryFormat(key.StartNs, entity[w..], out var w2);
+        w += w2;
+        ReadOnlySpan<byte> name = comm;
+        var end = name.IndexOf((byte)0);
+        if (end < 0) end = name.Length;
+        if (end == 0) return w;
+        entity[w++] = (byte)' ';
+        for (var i = 0; i < end; i++) entity[w++] = name[i] is >= 0x20 and < 0x7f ? name[i] : (byte)'?';
+        return w;
+    }
+
+    protected override void EmitRow(in ProcessKey key, int slot, ref SyscallAcc a, long windowStartNs)
     {
         var recordCount = a.RecordCount;
         var labelId = a.LabelId;
-        Span<byte> entity = stackalloc byte[48];
-        Utf8Formatter.TryFormat(key.Tgid, entity, out var w1);
-        entity[w1++] = (byte)'@';
-        Utf8Formatter.TryFormat(key.StartNs, entity[w1..], out var w2);
+        Span<byte> entity = stackalloc byte[64];
+        var length = FormatEntity(key, Entity(slot).Comm, entity);
         var b = _builder;
-        var row = b.AddRow(Labels.HostUtf8(key.HostIdx), entity[..(w1 + w2)], windowStartNs, windowStartNs + WindowNs, recordCount,
+        var row = b.AddRow(Labels.HostUtf8(key.HostIdx), entity[..length], windowStartNs, windowStartNs + WindowNs, recordCount,
             Labels.LabelUtf8(labelId), Labels.SampleUtf8(labelId));
 
         var calls = a.Calls;

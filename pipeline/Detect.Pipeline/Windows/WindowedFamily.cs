@@ -161,8 +161,8 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
     /// <summary>Entities alive: beyond what the caches hold, the pipeline prefetches ahead.</summary>
     public int EntityCount => _entityHighWater - _freeEntityTop;
 
-    /// <summary>Writes one feature row for a closing window.</summary>
-    protected abstract void EmitRow(in TKey key, ref TAcc acc, long windowStartNs);
+    /// <summary>Writes one feature row for a closing window (<paramref name="slot"/>: its entity, whose state is still there).</summary>
+    protected abstract void EmitRow(in TKey key, int slot, ref TAcc acc, long windowStartNs);
 
     /// <summary>Hands the rows written so far on (end of a close, or a full batch).</summary>
     protected abstract void FlushRows();
@@ -444,7 +444,7 @@ internal abstract class WindowedFamily<TKey, TEnt, TAcc>
     {
         ref var m = ref _accMeta[acc];
         ref var a = ref Acc(acc);
-        EmitRow(in _slots[m.Entity].Key, ref a, m.Start);
+        EmitRow(in _slots[m.Entity].Key, m.Entity, ref a, m.Start);
         a = default; // cleared now, while the row's reads have it in cache
         StatsField.Rows++;
         _freeAccs[_freeAccTop++] = acc;
