@@ -1,4 +1,3 @@
-using System.Globalization;
 using Detect.Models.Detectors;
 
 namespace Detect.Models.Scoring;
@@ -6,11 +5,8 @@ namespace Detect.Models.Scoring;
 /// <summary>One feature behind a score: its value and its normal range, readable by an analyst.</summary>
 public readonly record struct FeatureContribution(string Feature, float Value, float NormalLow, float NormalHigh, float Deviation)
 {
-    /// <summary>E.g. "f_sc_class_net = 0.41, normal 0.00-0.05".</summary>
-    public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"{Feature} = {Format(Value)}, normal {Format(NormalLow)}-{Format(NormalHigh)}");
-
-    private static string Format(float v) => Math.Abs(v) >= 1000 || v == MathF.Round(v) ? v.ToString("0.##", CultureInfo.InvariantCulture) : v.ToString("0.00##", CultureInfo.InvariantCulture);
+    /// <summary>In words, e.g. "network calls: 41% of calls, normally 0-5% (f_class_network)" (see <see cref="FeatureWords"/>).</summary>
+    public override string ToString() => FeatureWords.Describe(this);
 }
 
 /// <summary>
@@ -97,7 +93,7 @@ public sealed class FeatureBaseline
         return result;
     }
 
-    /// <summary>"f_a = 9, normal 0-1; f_b = ..." for the few features outside their range (or the closest, if none is).</summary>
+    /// <summary>"execs: 9, normally 0-1 (f_execs); ..." for the few features outside their range (or the closest, if none is).</summary>
     public static string Describe(IReadOnlyList<FeatureContribution> contributions)
     {
         var outside = contributions.Where(c => c.Deviation >= 1f).ToList();
