@@ -19,7 +19,7 @@ namespace Detect.Cli.Commands;
 /// consumer group member, TransportInput, FeaturePipeline, scoring with a registry model, alerts)
 /// fed by publishers flooding the local broker with synthetic syscall records of several hosts
 /// and a few hundred processes each; records per second from the first append to the last record
-/// applied, windows scored, CPU per record, and window close-to-score latency. JSON last.
+/// applied, windows scored, CPU per record and transport latency. JSON last.
 /// </summary>
 public sealed class BenchProductCommand : ICliCommand
 {
@@ -106,12 +106,11 @@ public sealed class BenchProductCommand : ICliCommand
 
             var snap = pipeline.Snapshot!;
             var family = pipeline.Families.Single();
-            var close = pipeline.CloseLatency.Snapshot();
             var transportLatency = pipeline.TransportLatency.Snapshot();
             var rate = applied / seconds;
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{applied:N0} records applied in {seconds:F1} s: {rate:N0} records/s; {snap.Pipeline.Syscall.Rows:N0} windows, {family.WindowsScored:N0} scored by {family.Model}; " +
-                $"CPU {cpu / applied * 1e9:F0} ns per record (all threads, broker included); window end -> score p50 {close.P50:F0} ms p99 {close.P99:F0} ms; dropped {dropped:N0}"));
+                $"CPU {cpu / applied * 1e9:F0} ns per record (all threads, broker included); dropped {dropped:N0}"));
             var json = new Dictionary<string, object?>
             {
                 ["benchmark"] = "product",
@@ -130,7 +129,8 @@ public sealed class BenchProductCommand : ICliCommand
                 ["late_records"] = snap.Pipeline.LateRecords,
                 ["missing_records"] = snap.Consumer.MissingRecords,
                 ["publisher_dropped"] = dropped,
-                ["window_end_to_score_ms"] = new Dictionary<string, double> { ["p50"] = Math.Round(close.P50, 1), ["p99"] = Math.Round(close.P99, 1) },
+                // No window-end-to-score figure here: the generator's event time runs far ahead of the wall
+                // clock, so windows "end" in the future. `up --json` measures it live; `bench score` the scoring.
                 ["transport_ms"] = new Dictionary<string, double> { ["p50"] = Math.Round(transportLatency.P50, 1), ["p99"] = Math.Round(transportLatency.P99, 1) },
                 ["load_average_1m"] = File.ReadAllText("/proc/loadavg").Split(' ')[0],
             };
