@@ -250,7 +250,7 @@ public sealed class PolicyEnforceTests
         }
     }
 
-    private static Socket Listen(NetNs.Side server, int port) => NetNs.Enter(server.Netns, () =>
+    internal static Socket Listen(NetNs.Side server, int port) => NetNs.Enter(server.Netns, () =>
     {
         var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         s.Bind(new IPEndPoint(server.Address, port));
@@ -268,7 +268,7 @@ public sealed class PolicyEnforceTests
         return s;
     });
 
-    private static bool TryConnect(NetNs.Side client, IPAddress server, int port) => NetNs.Enter(client.Netns, () =>
+    internal static bool TryConnect(NetNs.Side client, IPAddress server, int port) => NetNs.Enter(client.Netns, () =>
     {
         using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         try

@@ -181,7 +181,7 @@ public sealed class ProductEndToEndTests
     }
 
     /// <summary>The built CLI as a child process whose stderr is watched line by line.</summary>
-    private sealed class Child : IDisposable
+    internal sealed class Child : IDisposable
     {
         private readonly Process _process;
         private readonly StringBuilder _stderr = new();
@@ -327,7 +327,7 @@ public sealed class ProductEndToEndTests
         return r.ReadToEnd();
     }
 
-    private static async Task<bool> WaitFor(Func<bool> condition, TimeSpan timeout, CancellationToken ct)
+    internal static async Task<bool> WaitFor(Func<bool> condition, TimeSpan timeout, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed < timeout)

@@ -103,7 +103,7 @@ public sealed class SensorCommandTests
     {
         Needs.KernelBtf();
         var state = Path.Combine(Path.GetTempPath(), $"detect-up-{Guid.NewGuid():N}");
-        var (code, stdout, stderr) = Cli.Run(TimeSpan.FromSeconds(60), "up", "--seconds", "2.5", "--refresh", "0.5", "--state", state);
+        var (code, stdout, stderr) = Cli.Run(TimeSpan.FromSeconds(60), "up", "--seconds", "3", "--refresh", "0.5", "--state", state);
         Directory.Delete(state, recursive: true);
         Assert.True(code == 0, $"exit {code}: {stderr}");
         var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);

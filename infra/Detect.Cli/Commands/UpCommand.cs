@@ -7,7 +7,6 @@ using Detect.Pipeline.Arrow;
 using Detect.Records;
 using Detect.Sensors;
 using Detect.Sensors.Bpf;
-using Detect.Sensors.Enforcement;
 using Detect.Transport;
 
 namespace Detect.Cli.Commands;
@@ -31,17 +30,15 @@ public sealed class UpCommand : ICliCommand
         var kafka = new Option<string?>("--kafka") { Description = "Run the same path through Kafka (host:port[,...], 'local' for ./detect broker's address) instead of the in-process bus" };
         var kafkaConfig = new Option<string[]>("--kafka-config") { Description = "librdkafka setting key=value (repeatable)", AllowMultipleArgumentsPerToken = true };
         var group = new Option<string?>("--group") { Description = "Consumer group of the pipeline (default detect-pipeline)" };
-        var enforceCgroup = new Option<string[]>("--enforce-cgroup") { Description = "With --enforce: cgroup v2 directory whose processes' connects the policy may deny (repeatable; never the root)", AllowMultipleArgumentsPerToken = true };
-        var allow = new Option<string[]>("--allow") { Description = "Address or CIDR the policy must never block (repeatable; loopback and this host's addresses always are)", AllowMultipleArgumentsPerToken = true };
-        var pinRoot = new Option<string>("--pin-root") { Description = "With --enforce: where enforcement maps and links are pinned", DefaultValueFactory = _ => EnforcementTable.DefaultPinRoot };
-        var keep = new Option<bool>("--keep-enforcing") { Description = "With --enforce: leave the enforcement programs attached (pinned) at exit, so blocks hold until the next start" };
+        var policyOptions = new HostPolicyCliOptions();
         var refresh = new Option<double>("--refresh") { Description = "Seconds between display updates", DefaultValueFactory = _ => 1.0 };
         var seconds = new Option<double?>("--seconds") { Description = "Stop after this long (default: run until Ctrl-C)" };
         var json = new Option<bool>("--json") { Description = "At exit, print one JSON object (counts, windows, phases, alerts, latencies) as the last line" };
         var command = new Command("up", "Run Detect on this host: sensors, pipeline, models (a baseline is learnt first where none exists), alerts and policy, with a live view, until Ctrl-C")
         {
-            iface, kafka, kafkaConfig, group, enforceCgroup, allow, pinRoot, keep, refresh, seconds, json,
+            iface, kafka, kafkaConfig, group, refresh, seconds, json,
         };
+        policyOptions.AddTo(command);
         sensorOptions.AddTo(command);
         productOptions.AddTo(command);
         command.SetAction(async (parse, ct) =>
@@ -55,19 +52,13 @@ public sealed class UpCommand : ICliCommand
                 {
                     Sensors = sensorOptions.Read(parse),
                     Product = product,
-                    Interfaces = parse.GetValue(iface) ?? [],
+                    Policy = policyOptions.Read(parse, product.Policy.Enforce, parse.GetValue(iface) ?? []),
                     Kafka = parse.GetValue(kafka),
                     KafkaConfig = parse.GetValue(kafkaConfig) ?? [],
-                    EnforceCgroups = parse.GetValue(enforceCgroup) ?? [],
-                    Allow = (parse.GetValue(allow) ?? []).Select(PolicyExecutor.ParseAllow).ToList(),
-                    PinRoot = parse.GetValue(pinRoot)!,
-                    KeepEnforcing = parse.GetValue(keep),
                     Refresh = TimeSpan.FromSeconds(Math.Max(0.1, parse.GetValue(refresh))),
                     Seconds = parse.GetValue(seconds),
                     Json = parse.GetValue(json),
                 };
-                foreach (var i in settings.Interfaces) NetInterface.Parse(i);
-                if (settings.EnforceCgroups.Count > 0 && !product.Policy.Enforce) throw new ArgumentException("--enforce-cgroup needs --enforce");
             }
             catch (ArgumentException e)
             {
@@ -83,13 +74,10 @@ public sealed class UpCommand : ICliCommand
     {
         public required SensorOptions Sensors { get; init; }
         public required ProductOptions Product { get; init; }
-        public required IReadOnlyList<string> Interfaces { get; init; }
+        public required HostPolicySettings Policy { get; init; }
+        public IReadOnlyList<string> Interfaces => Policy.Interfaces;
         public string? Kafka { get; init; }
         public required IReadOnlyList<string> KafkaConfig { get; init; }
-        public required IReadOnlyList<string> EnforceCgroups { get; init; }
-        public required IReadOnlyList<System.Net.IPNetwork> Allow { get; init; }
-        public required string PinRoot { get; init; }
-        public bool KeepEnforcing { get; init; }
         public TimeSpan Refresh { get; init; }
         public double? Seconds { get; init; }
         public bool Json { get; init; }
@@ -107,7 +95,6 @@ public sealed class UpCommand : ICliCommand
             return SensorStart.StartFailed;
         }
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (s.Seconds is { } secs) stop.CancelAfter(TimeSpan.FromSeconds(secs));
         var signals = 0;
         void OnSignal(PosixSignalContext c)
         {
@@ -153,50 +140,24 @@ public sealed class UpCommand : ICliCommand
         Console.Error.WriteLine($"up: state in {s.Product.StateDirectory}; transport {transport.Name}; window {s.Product.Window.TotalSeconds:G} s; " +
             $"policy {(s.Product.Policy.Enforce ? "ENFORCING" : "dry run")} ({string.Join("; ", s.Product.Policy.Config.Rules)})");
 
-        Enforcer? enforcer = null;
-        if (s.Product.Policy.Enforce)
+        using var policy = HostPolicy.TryStart("up", transport, hostId, s.Policy, Say);
+        if (policy == null)
         {
-            try
-            {
-                enforcer = Enforcer.Start(new EnforcementOptions
-                {
-                    PinRoot = s.PinRoot,
-                    DryRun = false,
-                    Interfaces = s.Interfaces.Select(NetInterface.Parse).ToList(),
-                    Cgroups = s.EnforceCgroups,
-                    Allow = s.Allow,
-                    KillProcesses = true,
-                    Log = Say,
-                });
-                foreach (var a in enforcer.Attachments) Console.Error.WriteLine($"up: enforcement {a}");
-            }
-            catch (Exception e) when (e is BpfException or ArgumentException or InvalidOperationException or IOException)
-            {
-                Console.Error.WriteLine($"up: enforcement could not start: {e.Message}");
-                await pipeline.StopAsync(TimeSpan.Zero, TimeSpan.Zero).ConfigureAwait(false);
-                return SensorStart.StartFailed;
-            }
+            await pipeline.StopAsync(TimeSpan.Zero, TimeSpan.Zero).ConfigureAwait(false);
+            return SensorStart.StartFailed;
         }
-        var allowlist = Detect.Sensors.Enforcement.Allowlist.ForThisHost();
-        foreach (var a in s.Allow) allowlist.Add(a, AllowKind.Configured, "--allow");
-        using var executor = new PolicyExecutor(transport, new PolicyExecutorOptions { HostId = hostId, Enforcer = enforcer, Allowlist = allowlist, Log = Say });
-        using var executorStop = new CancellationTokenSource();
-        var executorTask = executor.RunAsync(executorStop.Token);
-        var sweepTask = enforcer?.RunAsync(executorStop.Token) ?? Task.CompletedTask;
 
         using var publisher = transport.CreatePublisher(new PublisherOptions { HostId = hostId, Log = Say });
         var sensors = SensorRunner.TryStart("up", s.Sensors, s.Interfaces, publisher);
         if (sensors == null)
         {
-            executorStop.Cancel();
             await pipeline.StopAsync(TimeSpan.Zero, TimeSpan.Zero).ConfigureAwait(false);
-            enforcer?.Detach();
-            enforcer?.Dispose();
-            return SensorStart.StartFailed;
+            return SensorStart.StartFailed; // disposing the policy detaches its programs
         }
         using (sensors)
         {
-            view = new ProductView("up", pipeline, sensors, publisher, executor, enforcer, transport.Name);
+            view = new ProductView("up", pipeline, sensors, publisher, policy.Executor, policy.Enforcer, transport.Name);
+            if (s.Seconds is { } secs) stop.CancelAfter(TimeSpan.FromSeconds(secs)); // counted from when everything runs
             view.Run(s.Refresh, stop.Token, () => sensors.Faulted);
             stop.Cancel();
 
@@ -205,26 +166,13 @@ public sealed class UpCommand : ICliCommand
             var delivered = await publisher.FlushAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
             Console.Error.WriteLine("up: closing every open window, scoring and flushing");
             await pipeline.StopAsync(s.Kafka == null ? TimeSpan.FromMilliseconds(300) : TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(30)).ConfigureAwait(false);
-            executorStop.Cancel();
-            await executorTask.ConfigureAwait(false);
-            await sweepTask.ConfigureAwait(false);
-            await executor.FlushAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-            if (enforcer != null)
-            {
-                if (s.KeepEnforcing) Console.Error.WriteLine($"up: enforcement programs stay attached (pinned under {s.PinRoot}): `detect block purge` lifts them");
-                else
-                {
-                    enforcer.Detach();
-                    Console.Error.WriteLine($"up: enforcement programs detached (the block lists stay pinned under {s.PinRoot} for the next start)");
-                }
-                enforcer.Dispose();
-            }
             terminal = false;
+            await policy.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             Console.WriteLine(view.Line());
             var flowNote = sensors.FlowStats is { } fs ? $"; flows: {fs.Counters.Packets:N0} packets in {fs.Counters.Records:N0} records" : "";
             Console.Error.WriteLine($"up: sensors detached; rings drained; windows closed and scored; {(delivered ? "every record delivered" : $"{publisher.Stats.RecordsInFlight:N0} records undelivered")}{flowNote}; " +
                 $"alerts in {pipeline.AlertLogPath}");
-            if (s.Json) Console.WriteLine(JsonSerializer.Serialize(Summary(sensors, publisher, pipeline, executor)));
+            if (s.Json) Console.WriteLine(JsonSerializer.Serialize(Summary(sensors, publisher, pipeline, policy.Executor)));
         }
         return 0;
     }
