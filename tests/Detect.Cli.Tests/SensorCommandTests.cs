@@ -128,6 +128,33 @@ public sealed class SensorCommandTests
         var summary = json.RootElement.GetProperty("summary");
         Assert.Equal(0, summary.GetProperty("unaccounted").GetInt64()); // summaries counted every call
     }
+
+    [Fact]
+    public void Capture_OnAHostWithoutBpffsOrTracefs_MountsThem_AndRuns()
+    {
+        Needs.KernelBtf();
+        var unshare = Needs.Program("unshare");
+        // A fresh machine, in a private mount namespace: bpffs and tracefs unmounted there only
+        // (the host's mounts, and what other agents pinned, are untouched).
+        var psi = new ProcessStartInfo(unshare) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "--mount", "--propagation", "private", "--", "sh", "-c",
+            "for m in /sys/fs/bpf /sys/kernel/tracing /sys/kernel/debug/tracing; do while umount \"$m\" 2>/dev/null; do :; done; done; " +
+            "if grep -qE ' (bpf|tracefs) ' /proc/self/mounts; then echo 'still mounted' >&2; exit 99; fi; exec \"$@\"",
+            "sh", "dotnet", Repo.CliDll, "capture", "--seconds", "1", "--no-process", "--json" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["DETECT_ROOT"] = Repo.Root;
+        using var process = Process.Start(psi)!;
+        using var running = new Cli.Running(process);
+        var (code, stdout, stderr) = running.Finish(TimeSpan.FromSeconds(90));
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains("mounted bpffs at /sys/fs/bpf", stderr, StringComparison.Ordinal);
+        Assert.Contains("mounted tracefs at /sys/kernel/tracing", stderr, StringComparison.Ordinal);
+        using var json = JsonDocument.Parse(stdout.TrimEnd().Split('\n')[^1]);
+        Assert.True(json.RootElement.GetProperty("syscall").GetProperty("records").GetInt64() > 0, stdout);
+        Assert.True(BpfMounts().Contains("bpf") && BpfMounts().Contains("tracefs"), "this namespace's mounts are still there");
+    }
+
+    private static string BpfMounts() => File.ReadAllText("/proc/self/mounts");
 }
 
 /// <summary>Runs the built CLI (Repo.CliDll) as a child process.</summary>
