@@ -96,6 +96,29 @@ public class DetectorTests
     }
 
     [Fact]
+    public void Knn_PrunedSearch_GivesExactlyTheBruteForceScores_AndSkipsMostReferencesOnClusteredData()
+    {
+        // Clustered references (as traffic is: a few kinds of normal window), queries near and far.
+        const int d = 24, m = 3000, n = 400, k = 5;
+        var rng = new Random(11);
+        var centres = Enumerable.Range(0, 12).Select(_ => Enumerable.Range(0, d).Select(_ => (float)(rng.NextDouble() * 20)).ToArray()).ToArray();
+        float[] Near(float spread) => centres[rng.Next(centres.Length)].Select(c => c + (float)((rng.NextDouble() - 0.5) * spread)).ToArray();
+        var reference = Enumerable.Range(0, m).SelectMany(_ => Near(1f)).ToArray();
+        var queries = Enumerable.Range(0, n).SelectMany(i => i % 10 == 0 ? Enumerable.Range(0, d).Select(_ => (float)(rng.NextDouble() * 40 - 10)) : Near(1.5f)).ToArray();
+        var knn = KnnDetector.Fit(reference, m, d, new DetectorOptions { K = k, MaxReference = m });
+        var scores = new float[n];
+        knn.Score(queries, n, scores, default);
+
+        for (var q = 0; q < n; q++)
+        {
+            var distances = Enumerable.Range(0, m).Select(i =>
+                Math.Sqrt(Enumerable.Range(0, d).Sum(j => Math.Pow(queries[q * d + j] - reference[i * d + j], 2)))).Order().Take(k).Average();
+            Assert.Equal(distances, scores[q], 3);
+        }
+        Assert.True(knn.DistancesComputed < (long)n * m / 3, $"{knn.DistancesComputed:N0} of {(long)n * m:N0} distances computed");
+    }
+
+    [Fact]
     public void Knn_DuplicateTrainingWindows_AreKeptOnce()
     {
         var rows = Enumerable.Repeat(new float[] { 1, 2, 3 }, 100).SelectMany(x => x).ToArray();
