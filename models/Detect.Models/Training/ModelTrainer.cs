@@ -142,8 +142,8 @@ public static class ModelTrainer
         return new DetectorModel(manifest, transform, detector, baseline);
     }
 
-    /// <summary>Whole samples (as <see cref="SplitBySample"/> groups them) dealt into k folds, in a seeded order.</summary>
-    public static List<List<int>> FoldsBySample(FeatureMatrix m, int k, int seed)
+    /// <summary>The rows of each sample (sample_id, else entity, else the row itself), and the samples in a seeded order.</summary>
+    private static (Dictionary<string, List<int>> Groups, List<string> Keys) SamplesInSeededOrder(FeatureMatrix m, int seed)
     {
         var groups = new Dictionary<string, List<int>>(StringComparer.Ordinal);
         for (var r = 0; r < m.Rows; r++)
@@ -153,7 +153,13 @@ public static class ModelTrainer
             list.Add(r);
         }
         var rng = new Random(seed);
-        var keys = groups.Keys.Order(StringComparer.Ordinal).OrderBy(_ => rng.Next()).ToList();
+        return (groups, groups.Keys.Order(StringComparer.Ordinal).OrderBy(_ => rng.Next()).ToList());
+    }
+
+    /// <summary>Whole samples (as <see cref="SplitBySample"/> groups them) dealt into k folds, in a seeded order.</summary>
+    public static List<List<int>> FoldsBySample(FeatureMatrix m, int k, int seed)
+    {
+        var (groups, keys) = SamplesInSeededOrder(m, seed);
         var folds = Enumerable.Range(0, k).Select(_ => new List<int>()).ToList();
         for (var i = 0; i < keys.Count; i++) folds[i % k].AddRange(groups[keys[i]]);
         foreach (var f in folds) f.Sort();
@@ -166,15 +172,7 @@ public static class ModelTrainer
     /// </summary>
     public static (List<int> Fit, List<int> Calibration) SplitBySample(FeatureMatrix m, double calibrationFraction, int seed)
     {
-        var groups = new Dictionary<string, List<int>>(StringComparer.Ordinal);
-        for (var r = 0; r < m.Rows; r++)
-        {
-            var key = m.SampleIds[r] ?? m.Entities[r] ?? ("#" + r);
-            if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
-            list.Add(r);
-        }
-        var rng = new Random(seed);
-        var keys = groups.Keys.Order(StringComparer.Ordinal).OrderBy(_ => rng.Next()).ToList();
+        var (groups, keys) = SamplesInSeededOrder(m, seed);
         var calibrationGroups = (int)Math.Round(keys.Count * calibrationFraction);
         var calibration = keys.Take(calibrationGroups).SelectMany(k => groups[k]).Order().ToList();
         var fit = keys.Skip(calibrationGroups).SelectMany(k => groups[k]).Order().ToList();
