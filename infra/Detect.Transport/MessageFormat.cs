@@ -52,6 +52,8 @@ public enum MessageFamily : byte
     PolicyAcks = 6,
     /// <summary>Messages a consumer refused, with the reason (payload: a DeadLetter envelope).</summary>
     DeadLetters = 7,
+    /// <summary>Feature windows from the pipeline: the payload is one Arrow IPC stream (schema and one record batch); record count = rows.</summary>
+    Features = 8,
 }
 
 [Flags]
@@ -66,7 +68,7 @@ public enum MessageFlags : ushort
 public static class MessageFamilies
 {
     /// <summary>Families are numbered below this.</summary>
-    public const int Count = 8;
+    public const int Count = 9;
 
     /// <summary>The topic prefix used unless a deployment sets another.</summary>
     public const string DefaultTopicPrefix = "detect.";
@@ -74,14 +76,17 @@ public static class MessageFamilies
     public static IReadOnlyList<MessageFamily> All { get; } =
     [
         MessageFamily.Syscalls, MessageFamily.Process, MessageFamily.Flows, MessageFamily.Alerts,
-        MessageFamily.Policy, MessageFamily.PolicyAcks, MessageFamily.DeadLetters,
+        MessageFamily.Policy, MessageFamily.PolicyAcks, MessageFamily.DeadLetters, MessageFamily.Features,
     ];
 
     /// <summary>The families the sensors publish and the pipeline reads.</summary>
     public static IReadOnlyList<MessageFamily> Telemetry { get; } =
         [MessageFamily.Syscalls, MessageFamily.Process, MessageFamily.Flows];
 
-    public static bool IsKnown(MessageFamily family) => family is > MessageFamily.None and <= MessageFamily.DeadLetters;
+    public static bool IsKnown(MessageFamily family) => family is > MessageFamily.None and <= MessageFamily.Features;
+
+    /// <summary>True for the families whose message payload is one whole document, not records (Features: an Arrow IPC stream).</summary>
+    public static bool CarriesWholePayload(MessageFamily family) => family == MessageFamily.Features;
 
     /// <summary>True for the families whose records are the sensors' records of bpf/records.h.</summary>
     public static bool CarriesSensorRecords(MessageFamily family) =>
@@ -105,6 +110,7 @@ public static class MessageFamilies
         MessageFamily.Policy => "policy",
         MessageFamily.PolicyAcks => "policy-acks",
         MessageFamily.DeadLetters => "dead-letters",
+        MessageFamily.Features => "features",
         _ => "unknown",
     };
 
@@ -279,6 +285,8 @@ public static class MessageFormat
         }
         if (header.Family == MessageFamily.DeadLetters)
             return DeadLetter.Check(payload, out detail) ? MessageError.None : MessageError.BadRecord;
+        if (MessageFamilies.CarriesWholePayload(header.Family))
+            return CheckArrowStream(payload, out detail) ? MessageError.None : MessageError.BadRecord;
 
         var records = MessageFamilies.CarriesSensorRecords(header.Family)
             ? CountSensorRecords(payload, header.Family, out var error, out detail)
@@ -290,6 +298,28 @@ public static class MessageFormat
             return MessageError.RecordCountMismatch;
         }
         return MessageError.None;
+    }
+
+    /// <summary>Largest payload of a whole-payload message: under Kafka's default 1 MB message limit, with room for the header.</summary>
+    public const int MaxWholePayloadBytes = 960 * 1024;
+
+    /// <summary>
+    /// The framing of an Arrow IPC stream (the transport does not read Arrow): 8-aligned, starts with
+    /// a message (continuation marker 0xFFFFFFFF, then a metadata length that fits), ends with the
+    /// end-of-stream marker (0xFFFFFFFF, 0). The reader checks the rest.
+    /// </summary>
+    public static bool CheckArrowStream(ReadOnlySpan<byte> payload, out string? detail)
+    {
+        detail = null;
+        if (payload.Length < 16 || payload.Length % 8 != 0)
+            detail = $"an Arrow IPC stream of {payload.Length} bytes (needs 16 or more, a multiple of 8)";
+        else if (BinaryPrimitives.ReadUInt32LittleEndian(payload) != 0xFFFFFFFF)
+            detail = "no Arrow IPC continuation marker at the start";
+        else if (BinaryPrimitives.ReadInt32LittleEndian(payload[4..]) is var meta && (meta <= 0 || meta > payload.Length - 16))
+            detail = $"Arrow IPC metadata length {BinaryPrimitives.ReadInt32LittleEndian(payload[4..])} does not fit the {payload.Length}-byte payload";
+        else if (BinaryPrimitives.ReadUInt32LittleEndian(payload[^8..]) != 0xFFFFFFFF || BinaryPrimitives.ReadInt32LittleEndian(payload[^4..]) != 0)
+            detail = "the Arrow IPC stream does not end with its end-of-stream marker";
+        return detail == null;
     }
 
     // Per record type: its exact size (0: not a sensor record) and family; per version: known or not.

@@ -118,6 +118,35 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     }
 
     /// <summary>
+    /// Sends one whole payload as one message of a family that carries whole payloads (Features:
+    /// one Arrow IPC stream of <paramref name="count"/> rows), in that family's stream (sequence,
+    /// first record), never blocking. False when refused (another family, no rows, larger than
+    /// <see cref="MessageFormat.MaxWholePayloadBytes"/>, not an Arrow IPC stream): the rows are
+    /// counted in RecordsRejected. Like records, a message the carrier cannot take is dropped and counted.
+    /// </summary>
+    public bool TryPublishWhole(MessageFamily family, ReadOnlySpan<byte> payload, int count)
+    {
+        if (!MessageFamilies.CarriesWholePayload(family) || count <= 0 || payload.Length > MessageFormat.MaxWholePayloadBytes
+            || !MessageFormat.CheckArrowStream(payload, out _))
+        {
+            Interlocked.Add(ref _recordsRejected, Math.Max(1, count));
+            return false;
+        }
+        var batch = _batches[(int)family];
+        using (batch.Enter())
+        {
+            batch.Buffer = ArrayPool<byte>.Shared.Rent(MessageHeader.Size + payload.Length);
+            payload.CopyTo(batch.Buffer.AsSpan(MessageHeader.Size));
+            batch.Length = MessageHeader.Size + payload.Length;
+            batch.Count = count;
+            batch.Appended += count;
+            batch.OpenedTicks = Stopwatch.GetTimestamp();
+            Seal(batch);
+        }
+        return true;
+    }
+
+    /// <summary>
     /// Appends records laid back to back (for example a capture file's body). Stops at the first
     /// refused record and counts the rest of the span as rejected. Returns the records appended.
     /// </summary>
@@ -304,7 +333,7 @@ public sealed class RecordPublisher : IDisposable, IDeliveryListener
     private static int RecordLength(MessageFamily family, ReadOnlySpan<byte> records)
     {
         if (MessageFamilies.CarriesSensorRecords(family)) return MessageFormat.SensorRecordLength(records, family);
-        if (family is MessageFamily.None or MessageFamily.DeadLetters || !MessageFamilies.IsKnown(family)) return 0;
+        if (family is MessageFamily.None or MessageFamily.DeadLetters || !MessageFamilies.IsKnown(family) || MessageFamilies.CarriesWholePayload(family)) return 0;
         if (records.Length < RecordHeader.Size || (records[0] | (records[1] << 8)) != RecordFormat.Magic) return 0;
         var framed = records[4] | (records[5] << 8);
         return framed >= RecordHeader.Size && framed % 8 == 0 && framed <= records.Length ? framed : 0;

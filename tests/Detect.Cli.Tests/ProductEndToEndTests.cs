@@ -110,7 +110,7 @@ public sealed class ProductEndToEndTests
         try
         {
             using var pipeline = new Child("pipeline", "--kafka", broker.BootstrapServers, "--group", $"e2e-{Guid.NewGuid():N}", "--state", state,
-                "--window", "2", "--lateness", "0.4", "--learn", "12s", "--refresh", "2", "--score-log", scores, "--json");
+                "--window", "2", "--lateness", "0.4", "--learn", "12s", "--refresh", "2", "--score-log", scores, "--json", "--publish-features");
             using var sensor = new Child("sensor", "--kafka", broker.BootstrapServers, "--refresh", "5");
             Assert.True(await pipeline.WaitForStderr("syscall: scoring with syscall/v", TimeSpan.FromSeconds(150), ct), "the pipeline reached the scoring phase\n" + pipeline.Stderr + "\n" + sensor.Stderr);
             Assert.True(await WaitFor(() => File.Exists(scores) && ReadShared(scores).Split('\n').Count(l => l.Length > 0) >= 5, TimeSpan.FromSeconds(60), ct),
@@ -130,6 +130,10 @@ public sealed class ProductEndToEndTests
             Assert.True(root.GetProperty("families").GetProperty("syscall").GetProperty("scored").GetInt64() >= 5);
             Assert.Equal(0, root.GetProperty("consumer").GetProperty("dead_lettered").GetInt64());
             Assert.Equal(0, root.GetProperty("pipeline").GetProperty("failed_messages").GetInt64());
+            // --publish-features: every window also left as Arrow IPC on detect.features, nothing refused or dropped.
+            var published = root.GetProperty("features_published");
+            Assert.Equal(root.GetProperty("pipeline").GetProperty("windows").GetProperty("syscall").GetInt64(), published.GetProperty("rows").GetInt64());
+            Assert.Equal((0L, 0L), (published.GetProperty("refused_rows").GetInt64(), published.GetProperty("dropped_rows").GetInt64()));
             Log($"transport p50 {root.GetProperty("transport_ms").GetProperty("p50").GetDouble()} ms, window end -> score p50 {root.GetProperty("window_end_to_score_ms").GetProperty("p50").GetDouble()} ms");
         }
         finally

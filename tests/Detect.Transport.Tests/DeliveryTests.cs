@@ -292,6 +292,66 @@ public abstract class DeliveryTests
         Assert.Equal(6u, System.Runtime.InteropServices.MemoryMarshal.Read<SyscallRecord>(first.Payload).Task.Pid);
     }
 
+    /// <summary>An Arrow-IPC-framed payload of <paramref name="length"/> bytes (continuation, metadata length, body, end of stream).</summary>
+    private static byte[] ArrowFramed(int length, byte fill)
+    {
+        var p = new byte[length];
+        p.AsSpan(8, length - 16).Fill(fill);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(p, 0xFFFFFFFF);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(p.AsSpan(4), 8);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(p.AsSpan(length - 8), 0xFFFFFFFF);
+        return p;
+    }
+
+    [Fact]
+    public async Task WholePayloads_ArriveWholeInOrder_TheWrongOnesAreRefused_AndABrokenOneIsDeadLettered()
+    {
+        using var transport = Open(partitions: 1);
+        // First, a message whose framing is right but whose stream lost its end: the consumer passes it to the dead letters.
+        var broken = ArrowFramed(128, 4);
+        broken[^8] = 0;
+        var hostId = HostIdentity.FromName("features-broken");
+        var message = new byte[MessageHeader.Size + broken.Length];
+        broken.CopyTo(message.AsSpan(MessageHeader.Size));
+        MessageFormat.WriteHeader(message, MessageFamily.Features, hostId, 5, 1, 0, 1, broken.Length, 0);
+        Inject(transport, MessageFamily.Features, hostId, message);
+        var small = ArrowFramed(64, 1);
+        var large = ArrowFramed(700_000, 2); // ten times a record batch message: one message all the same
+        using (var publisher = transport.CreatePublisher(Host(21)))
+        {
+            Assert.True(publisher.TryPublishWhole(MessageFamily.Features, small, 3));
+            Assert.True(publisher.TryPublishWhole(MessageFamily.Features, large, 100));
+            Assert.False(publisher.TryPublishWhole(MessageFamily.Features, new byte[64], 1));                                   // no Arrow framing
+            Assert.False(publisher.TryPublishWhole(MessageFamily.Features, ArrowFramed(MessageFormat.MaxWholePayloadBytes + 8, 3), 1)); // too large
+            Assert.False(publisher.TryPublishWhole(MessageFamily.Syscalls, small, 1));                                          // a records family
+            Assert.False(publisher.TryAppend(MessageFamily.Features, TestRecords.Syscall(21, 0)));                               // no records there
+            Assert.True(await publisher.FlushAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+            var stats = publisher.Stats;
+            Assert.Equal(4, stats.RecordsRejected);
+            Assert.Equal(103, stats.RecordsDelivered);
+        }
+        using var consumer = transport.Subscribe(Group("features", [MessageFamily.Features]));
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        cts.CancelAfter(Patience);
+        var received = new List<(byte[] Payload, int Rows, ulong Sequence)>();
+        while (received.Count < 2)
+        {
+            using var m = await consumer.ReceiveAsync(cts.Token);
+            Assert.Equal(MessageFamily.Features, m.Family);
+            received.Add((m.Payload.ToArray(), m.RecordCount, m.Sequence));
+            consumer.Commit(m);
+        }
+        Assert.Equal([(3, 1UL), (100, 2UL)], received.Select(r => (r.Rows, r.Sequence)));
+        Assert.Equal(small, received[0].Payload);
+        Assert.Equal(large, received[1].Payload);
+
+        using var letters = transport.Subscribe(Group("features-letters", [MessageFamily.DeadLetters]));
+        using var letter = await letters.ReceiveAsync(cts.Token);
+        var dead = DeadLetter.Parse(letter.Payload);
+        Assert.Equal(MessageError.BadRecord, dead.Reason);
+        Assert.Contains("end-of-stream", dead.Text, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Publisher_PartialBatch_LeavesAfterTheLingerWithoutAFlush()
     {

@@ -30,6 +30,9 @@ public sealed record ProductOptions
     /// <summary>Archive every feature batch (STATE/archive) as well, not only while learning.</summary>
     public bool ArchiveAll { get; init; }
 
+    /// <summary>Also publish every feature batch on the transport's `features` topic (Arrow IPC).</summary>
+    public bool PublishFeatures { get; init; }
+
     /// <summary>Consumer group of the pipeline.</summary>
     public string GroupId { get; init; } = "detect-pipeline";
 
@@ -63,6 +66,7 @@ internal sealed class ProductCliOptions
     public Option<string> Detector { get; } = new("--detector") { Description = "Detector of baselines (knn, iforest, pca, robustz, ewma)", DefaultValueFactory = _ => "knn" };
     public Option<double> Fpr { get; } = new("--fpr") { Description = "Target false-positive rate per window of baselines", DefaultValueFactory = _ => 0.01 };
     public Option<bool> ArchiveAll { get; } = new("--archive") { Description = "Archive every feature batch as Parquet (STATE/archive), not only while learning" };
+    public Option<bool> PublishFeatures { get; } = new("--publish-features") { Description = "Also publish every feature batch on the features topic (Arrow IPC streams, detect.features on Kafka)" };
     public Option<string?> Policy { get; } = new("--policy") { Description = "Policy rules (JSON; default STATE/policy.json when it exists, else built-in rules: see README)" };
     public Option<bool> Enforce { get; } = new("--enforce") { Description = "Apply policy decisions (default: dry run: decisions are checked, logged and shown, nothing is applied)" };
     public Option<double> MinScore { get; } = new("--alert-score") { Description = "Calibrated score from which a window is an alert (1.0 = the model's threshold)", DefaultValueFactory = _ => 1.0 };
@@ -71,7 +75,7 @@ internal sealed class ProductCliOptions
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { State, Window, Lateness, Learn, Detector, Fpr, ArchiveAll, Policy, Enforce, MinScore, Cooldown, ScoreLog })
+        foreach (var o in new Option[] { State, Window, Lateness, Learn, Detector, Fpr, ArchiveAll, PublishFeatures, Policy, Enforce, MinScore, Cooldown, ScoreLog })
             command.Options.Add(o);
     }
 
@@ -107,6 +111,7 @@ internal sealed class ProductCliOptions
             Detector = detector,
             Fpr = fpr,
             ArchiveAll = parse.GetValue(ArchiveAll),
+            PublishFeatures = parse.GetValue(PublishFeatures),
             Alerts = new AlertOptions { MinScore = (float)minScore, Cooldown = Durations.Parse(parse.GetValue(Cooldown)!, "--alert-cooldown") },
             Policy = new PolicyOptions { Config = config, Enforce = parse.GetValue(Enforce) },
             ScoreLog = parse.GetValue(ScoreLog) is { } s ? Path.GetFullPath(s) : null,

@@ -37,6 +37,7 @@ public sealed class ProductPipeline : IDisposable
     private readonly Dictionary<string, string> _hostIds = new(StringComparer.Ordinal);
     private readonly FamilyModel?[] _families = new FamilyModel?[2];
     private readonly ParquetArchive? _archiveAll;
+    private readonly RecordPublisher? _featureCarrier;
     private readonly ScoreLog? _scoreLog;
     private readonly AlertLog _alertLog;
     private readonly CancellationTokenSource _stop = new();
@@ -71,10 +72,21 @@ public sealed class ProductPipeline : IDisposable
         foreach (var family in families)
             _families[(int)family] = new FamilyModel(family, options, Alerts, _say, _scoreLog, CloseLatency);
         if (options.ArchiveAll) _archiveAll = new ParquetArchive(new ArchiveOptions { Root = options.ArchiveRoot });
+        if (options.PublishFeatures)
+        {
+            _featureCarrier = transport.CreatePublisher(new PublisherOptions { HostId = localHostId, Log = m => _say("features: " + m) });
+            Features = new FeaturePublisher(_featureCarrier);
+        }
         _pipeline.AddSink(OnFeatureBatch);
     }
 
     public ProductOptions Options => _options;
+
+    /// <summary>The feature batches published on the features topic (with --publish-features), else null.</summary>
+    public FeaturePublisher? Features { get; }
+
+    /// <summary>Messages of the features topic the carrier has not taken (dropped) so far, with --publish-features.</summary>
+    public PublisherStats? FeatureCarrierStats => _featureCarrier?.Stats;
 
     public AlertStage Alerts { get; }
 
@@ -111,6 +123,7 @@ public sealed class ProductPipeline : IDisposable
     private void OnFeatureBatch(FeatureFamily family, RecordBatch batch)
     {
         _archiveAll?.OnBatch(family, batch);
+        Features?.OnBatch(family, batch);
         _families[(int)family]?.OnBatch(batch);
     }
 
@@ -170,6 +183,7 @@ public sealed class ProductPipeline : IDisposable
         Tick(DateTime.UtcNow);
         foreach (var f in _families) f?.Flush();
         _archiveAll?.Flush();
+        if (_featureCarrier != null) await _featureCarrier.FlushAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
         TakeSnapshot();
     }
 
@@ -281,6 +295,7 @@ public sealed class ProductPipeline : IDisposable
         _consumer?.Dispose();
         foreach (var f in _families) f?.Dispose();
         _archiveAll?.Dispose();
+        _featureCarrier?.Dispose();
         Alerts.Dispose();
         _alertLog.Dispose();
         _scoreLog?.Dispose();

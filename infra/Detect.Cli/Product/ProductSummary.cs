@@ -65,6 +65,15 @@ internal static class ProductSummary
                 ["decode_errors"] = p.Decode.Errors,
                 ["failed_messages"] = snap.MessageErrors,
             };
+            if (pipeline.Features is { } features)
+                result["features_published"] = new Dictionary<string, long>
+                {
+                    ["batches"] = features.Batches,
+                    ["messages"] = features.Messages,
+                    ["rows"] = features.Rows,
+                    ["refused_rows"] = features.Refused,
+                    ["dropped_rows"] = pipeline.FeatureCarrierStats?.RecordsDropped ?? 0,
+                };
             result["consumer"] = new Dictionary<string, long>
             {
                 ["records"] = snap.Consumer.RecordsReceived,
