@@ -60,12 +60,15 @@ public sealed class FlowTests
         var clientPort = NetTraffic.TcpExchange(net.A, net.B, port, Up, Down).ClientPort;
 
         var records = Collect(sensor, rs => rs.Any(r => IsTcp(r, port) && r.Reason == FlowEndReason.TcpEnd), TimeSpan.FromSeconds(10), sweep: false);
+        // Everything still in the table goes out at stop: a packet of this connection that came after
+        // its TCP-end record (a last ACK later than the linger on a loaded machine) is in a record too.
+        sensor.Stop();
+        sensor.DrainRecords(records);
         var link = net.Counters(net.A) - before;
         foreach (var r in records) Log(Show(r));
         Log($"veth {net.A.Interface}: {link}");
 
-        var flow = Assert.Single(records, r => IsTcp(r, port));
-        Assert.Equal(FlowEndReason.TcpEnd, flow.Reason);
+        var flow = Assert.Single(records, r => IsTcp(r, port) && r.Reason == FlowEndReason.TcpEnd);
         Assert.Equal(FlowDirection.Egress, flow.Direction);
         Assert.Equal(4, flow.Family);
         Assert.Equal(net.A.Address, flow.SourceAddress);
@@ -74,11 +77,13 @@ public sealed class FlowTests
         Assert.Equal(port, flow.Dport);
         Assert.Equal(watched.Ifindex, (int)flow.Ifindex);
         // Exact: what the veth sent is the forward direction, what it received the reverse
-        // (veth counters count the 14-byte Ethernet header too).
-        Assert.Equal(link.TxPackets, (long)flow.PacketsFwd);
-        Assert.Equal(link.TxBytes - 14 * link.TxPackets, (long)flow.BytesFwd);
-        Assert.Equal(link.RxPackets, (long)flow.PacketsRev);
-        Assert.Equal(link.RxBytes - 14 * link.RxPackets, (long)flow.BytesRev);
+        // (veth counters count the 14-byte Ethernet header too), over this connection's records.
+        var mine = records.Where(r => IsTcp(r, port)).ToList();
+        Assert.Equal(link.TxPackets, mine.Sum(r => (long)r.PacketsFwd));
+        Assert.Equal(link.TxBytes - 14 * link.TxPackets, mine.Sum(r => (long)r.BytesFwd));
+        Assert.Equal(link.RxPackets, mine.Sum(r => (long)r.PacketsRev));
+        Assert.Equal(link.RxBytes - 14 * link.RxPackets, mine.Sum(r => (long)r.BytesRev));
+        Assert.True(mine.Count <= 2, $"{mine.Count} records for one connection");
         Assert.True(flow.BytesFwd > Up && flow.BytesRev > Down, "payload is part of the L3 bytes");
         Assert.Equal(2u, flow.SynCount); // SYN and SYN-ACK
         Assert.Equal(2u, flow.FinCount);
@@ -90,9 +95,7 @@ public sealed class FlowTests
         Assert.NotEqual(0UL, flow.SocketCookie);
         Assert.NotEqual(0UL, flow.CgroupId);
 
-        // Nothing counted twice, nothing lost: every packet seen is in the one record.
-        sensor.Stop();
-        sensor.DrainRecords(records);
+        // Nothing counted twice, nothing lost: every packet seen is in a record.
         var stats = sensor.ReadStats();
         Assert.Equal(stats.Counters.Packets, stats.Counters.ExportedPackets);
         Assert.Equal(0L, stats.Unaccounted);
