@@ -8,8 +8,9 @@ namespace Detect.Alerts;
 /// <summary>One feature that made a window unusual: its value and the normal range seen in training.</summary>
 public sealed record AlertFeature(string Feature, float Value, float NormalLow, float NormalHigh)
 {
+    /// <summary>In words, as the models explain: "fstat calls: 67% of calls, normally 0-1% (f_sc_fstat)".</summary>
     public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"{Feature} = {Value:G4}, normal {NormalLow:G4}-{NormalHigh:G4}");
+        Detect.Models.Scoring.FeatureWords.Describe(new Detect.Models.Scoring.FeatureContribution(Feature, Value, NormalLow, NormalHigh, 0f));
 }
 
 /// <summary>

@@ -28,7 +28,7 @@ public sealed class AlertEngineTests
         Assert.Equal("flow/1", alert.FeatureSchema);
         Assert.Equal(3, alert.Explanation.Count);
         Assert.Contains(alert.Explanation, f => f.Feature == "f_half_open_ratio" && Math.Abs(f.Value - 0.97f) < 1e-6 && f.NormalHigh < 0.1f);
-        Assert.Contains("f_half_open_ratio = 0.97", alert.Summary, StringComparison.Ordinal);
+        Assert.Contains("half-open TCP flows (SYN, no reply): 97% of TCP flows", alert.Summary, StringComparison.Ordinal);
         Assert.Equal((Now - DateTime.UnixEpoch).Ticks * 100, alert.CreatedNs);
         Assert.Equal(Alert.MakeId("flow", "web-1", "203.0.113.7", T0), alert.Id);
 
