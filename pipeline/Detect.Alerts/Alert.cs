@@ -6,11 +6,12 @@ using System.Text.Json.Serialization;
 namespace Detect.Alerts;
 
 /// <summary>One feature that made a window unusual: its value and the normal range seen in training.</summary>
-public sealed record AlertFeature(string Feature, float Value, float NormalLow, float NormalHigh)
+/// <param name="Detail">What the window's value was made of, where the pipeline can say (the calls behind a hashed n-gram feature), else null.</param>
+public sealed record AlertFeature(string Feature, float Value, float NormalLow, float NormalHigh, string? Detail = null)
 {
     /// <summary>In words, as the models explain: "fstat calls: 67% of calls, normally 0-1% (f_sc_fstat)".</summary>
     public override string ToString() =>
-        Detect.Models.Scoring.FeatureWords.Describe(new Detect.Models.Scoring.FeatureContribution(Feature, Value, NormalLow, NormalHigh, 0f));
+        Detect.Models.Scoring.FeatureWords.Describe(new Detect.Models.Scoring.FeatureContribution(Feature, Value, NormalLow, NormalHigh, 0f), Detail);
 }
 
 /// <summary>

@@ -27,6 +27,12 @@ public sealed record AlertOptions
     /// <summary>Features named in each alert's explanation.</summary>
     public int ExplainFeatures { get; init; } = 3;
 
+    /// <summary>
+    /// Says what an explained feature of a row was made of (batch, row, feature -> text or null): the
+    /// pipeline names the calls behind hashed n-gram features. Null: features are told by value only.
+    /// </summary>
+    public Func<RecordBatch, int, string, string?>? FeatureDetail { get; init; }
+
     /// <summary>Highest-scoring windows kept for display (<see cref="AlertEngine.TopWindows"/>).</summary>
     public int TopWindows { get; init; } = 10;
 
@@ -134,13 +140,13 @@ public sealed class AlertEngine
             if (score > topFloor) topFloor = OfferTop(family, columns, scored, row, now);
             if (!(score >= _options.MinScore)) continue; // NaN is not an anomaly
             Interlocked.Increment(ref _anomalous);
-            var alert = Consider(family, columns, scored, row, now);
+            var alert = Consider(family, batch, columns, scored, row, now);
             if (alert != null) alerts.Add(alert);
         }
         return alerts;
     }
 
-    private Alert? Consider(string family, in KeyColumns columns, ScoredBatch scored, int row, DateTime now)
+    private Alert? Consider(string family, RecordBatch batch, in KeyColumns columns, ScoredBatch scored, int row, DateTime now)
     {
         var host = columns.Host(row);
         var entity = columns.Entity(row);
@@ -174,7 +180,8 @@ public sealed class AlertEngine
         state.LastSeverity = severity;
 
         var contributions = _options.ExplainFeatures > 0 ? scored.Explain(row, _options.ExplainFeatures) : [];
-        var explanation = contributions.Select(c => new AlertFeature(c.Feature, c.Value, c.NormalLow, c.NormalHigh)).ToList();
+        var detail = _options.FeatureDetail;
+        var explanation = contributions.Select(c => new AlertFeature(c.Feature, c.Value, c.NormalLow, c.NormalHigh, detail?.Invoke(batch, row, c.Feature))).ToList();
         var alert = new Alert
         {
             Id = Alert.MakeId(family, host, entity, start),

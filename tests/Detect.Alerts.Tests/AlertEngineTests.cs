@@ -29,6 +29,13 @@ public sealed class AlertEngineTests
         Assert.Equal(3, alert.Explanation.Count);
         Assert.Contains(alert.Explanation, f => f.Feature == "f_half_open_ratio" && Math.Abs(f.Value - 0.97f) < 1e-6 && f.NormalHigh < 0.1f);
         Assert.Contains("half-open TCP flows (SYN, no reply): 97% of TCP flows", alert.Summary, StringComparison.Ordinal);
+        Assert.All(alert.Explanation, f => Assert.Null(f.Detail));
+
+        // With the pipeline's describer, each explained feature says what it was made of.
+        var told = new AlertEngine(new AlertOptions { FeatureDetail = (b, r, f) => $"{f} of row {r}" }, clock: () => Now).Process(batch, Score(batch));
+        var detailed = Assert.Single(told);
+        Assert.Contains("half-open TCP flows (SYN, no reply) (f_half_open_ratio of row 1): 97% of TCP flows", detailed.Summary, StringComparison.Ordinal);
+        Assert.Equal("f_half_open_ratio of row 1", detailed.Explanation.Single(f => f.Feature == "f_half_open_ratio").Detail);
         Assert.Equal((Now - DateTime.UnixEpoch).Ticks * 100, alert.CreatedNs);
         Assert.Equal(Alert.MakeId("flow", "web-1", "203.0.113.7", T0), alert.Id);
 

@@ -66,7 +66,8 @@ public sealed class ProductPipeline : IDisposable
         _alertLog = new AlertLog(options.AlertLogPath);
         if (options.ScoreLog != null) _scoreLog = new ScoreLog(options.ScoreLog);
         Alerts = new AlertStage(
-            new AlertEngine(options.Alerts, host => _hostIds.TryGetValue(host, out var id) ? id : null),
+            new AlertEngine(options.Alerts with { FeatureDetail = options.Alerts.FeatureDetail ?? Detect.Pipeline.Features.SyscallFeatureDetail.Describe },
+                host => _hostIds.TryGetValue(host, out var id) ? id : null),
             new PolicyEngine(options.Policy), transport, _alertLog, localHostId, _say);
         Acks = new AckTracker();
         foreach (var family in families)

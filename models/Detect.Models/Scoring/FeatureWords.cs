@@ -95,10 +95,14 @@ public static class FeatureWords
         return (bare.Replace('_', ' '), bare.EndsWith("_ratio", StringComparison.Ordinal) ? "the whole" : null);
     }
 
-    /// <summary>"fstat calls: 67% of calls, normally 0-1% (f_sc_fstat)".</summary>
-    public static string Describe(in FeatureContribution c)
+    /// <summary>
+    /// "fstat calls: 67% of calls, normally 0-1% (f_sc_fstat)"; with a detail (what the window's value
+    /// was made of), after the words: "call pairs hashed to bucket 022 (read→mmap ×12): 33% of call pairs, ...".
+    /// </summary>
+    public static string Describe(in FeatureContribution c, string? detail = null)
     {
         var (words, shareOf) = Of(c.Feature);
+        if (!string.IsNullOrEmpty(detail)) words = $"{words} ({detail})";
         return shareOf != null
             ? $"{words}: {Percent(c.Value)} of {shareOf}, normally {Percent(c.NormalLow, sign: false)}-{Percent(c.NormalHigh)} ({c.Feature})"
             : $"{words}: {Number(c.Value)}, normally {Number(c.NormalLow)}-{Number(c.NormalHigh)} ({c.Feature})";
