@@ -169,7 +169,9 @@ public sealed class PolicyEnforceTests
             Assert.NotNull(entry);
             Assert.False(entry!.DryRun);
             Assert.Contains(alert.Id, entry.Reason, StringComparison.Ordinal);
-            var ack = Assert.Single(executor.Recent);
+            // The executor records its acknowledgement just after the map update: wait for it too.
+            var acks = await WaitFor(() => executor.Recent.Count > 0 ? executor.Recent : null, TimeSpan.FromSeconds(10));
+            var ack = Assert.Single(acks!);
             Assert.Equal(PolicyAckStatus.Applied, ack.Status);
 
             Assert.False(TryConnect(net.A, net.B.Address, port), "the scanner cannot connect while the block holds");

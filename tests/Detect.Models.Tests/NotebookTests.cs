@@ -90,10 +90,14 @@ public class NotebookTests
         var archive = Path.Combine(dir.Path, "archive");
         await ParquetArchive.WriteAsync(archive, Synthetic.Windows(600, 90, seed: 41), ct);
         await ParquetArchive.WriteAsync(archive, Synthetic.Windows(400, 60, seed: 42, startNs: 1_700_000_000_000_000_000 + 3_600_000_000_000), ct);
-        var app = Path.Combine(dir.Path, "app", Path.GetFileNameWithoutExtension(notebook) + ".cs");
+        // One place per checkout and notebook: `dotnet run` keeps a build (~0.5 GB) per program path
+        // under ~/.local/share/dotnet/runfile, so a fresh path per run would add one every run.
+        var checkout = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Repo.Root)))[..12];
+        var app = Path.Combine(Path.GetTempPath(), "detect-notebook-apps", checkout, Path.GetFileNameWithoutExtension(notebook) + ".cs");
         Directory.CreateDirectory(Path.GetDirectoryName(app)!);
         var models = Path.Combine(Repo.Root, "models", "Detect.Models", "Detect.Models.csproj");
-        await File.WriteAllTextAsync(app, NotebookProgram.ToProgram(NotebookProgram.CodeCells(Path.Combine(Repo.Root, "notebooks", notebook)), models), ct);
+        var program = NotebookProgram.ToProgram(NotebookProgram.CodeCells(Path.Combine(Repo.Root, "notebooks", notebook)), models);
+        if (!File.Exists(app) || await File.ReadAllTextAsync(app, ct) != program) await File.WriteAllTextAsync(app, program, ct);
         var output = Path.Combine(dir.Path, "out");
         Directory.CreateDirectory(output);
 
