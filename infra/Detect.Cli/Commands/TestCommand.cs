@@ -10,7 +10,7 @@ public sealed class TestCommand : ICliCommand
     {
         var filter = new Option<string?>("--filter") { Description = "Run only matching tests (dotnet test --filter syntax), e.g. FullyQualifiedName~Records" };
         var project = new Option<string?>("--project") { Description = "Run one test project (e.g. Detect.Records.Tests) instead of the whole solution" };
-        var command = new Command("test", "Run every test (unit, kernel, broker, browser). Kernel tests need root; skips print their reason.")
+        var command = new Command("test", "Run every test (unit, kernel, broker, replays, notebooks). Kernel tests need root; skips print their reason.")
         {
             filter, project,
         };
