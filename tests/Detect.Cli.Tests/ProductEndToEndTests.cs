@@ -281,7 +281,7 @@ public sealed class ProductEndToEndTests
         }
         var bpftool = Needs.Program("bpftool");
         var programs = new List<(int, string)>();
-        using (var doc = JsonDocument.Parse(Run(bpftool, "-j", "prog", "show")))
+        using (var doc = JsonDocument.Parse(NetNs.Run(bpftool, "-j", "prog", "show").Stdout))
         {
             foreach (var p in doc.RootElement.EnumerateArray())
             {
@@ -312,17 +312,6 @@ public sealed class ProductEndToEndTests
         new[] { "ingress", "egress" }
             .SelectMany(dir => net.Exec(net.B.Netns, "tc", "filter", "show", "dev", net.B.Interface, dir).Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
             .ToList();
-
-    private static string Run(string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        _ = p.StandardError.ReadToEndAsync();
-        p.WaitForExit(60_000);
-        return stdout.Result;
-    }
 
     private static string ReadShared(string path)
     {

@@ -173,8 +173,8 @@ public sealed class ReplayPcapTests
         Needs.Program("tcpreplay");
         var tshark = Needs.Program("tshark");
         var file = Path.Combine(Needs.SharedData("pcaps"), "pkt.TCP.synflood.spoofed.pcap");
-        var conversations = Run(tshark, "-r", file, "-q", "-z", "conv,tcp").Split('\n').Count(l => l.Contains("<->", StringComparison.Ordinal));
-        var sources = Run(tshark, "-r", file, "-T", "fields", "-e", "ip.src").Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Count();
+        var conversations = NetNs.Run(tshark, "-r", file, "-q", "-z", "conv,tcp").Stdout.Split('\n').Count(l => l.Contains("<->", StringComparison.Ordinal));
+        var sources = NetNs.Run(tshark, "-r", file, "-T", "fields", "-e", "ip.src").Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Count();
         var c = Replay(file).GetProperty("captures")[0];
         Assert.Equal(conversations, c.GetProperty("flow_records").GetInt64());
         Assert.Equal(sources, c.GetProperty("sources").GetInt64());
@@ -253,14 +253,4 @@ public sealed class ReplayPcapTests
         kill.WaitForExit();
     }
 
-    private static string Run(string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        _ = p.StandardError.ReadToEndAsync();
-        p.WaitForExit(120_000);
-        return stdout.Result;
-    }
 }

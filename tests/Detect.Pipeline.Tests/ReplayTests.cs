@@ -60,6 +60,9 @@ public sealed class ReplayTests : IDisposable
         Assert.Equal(0.125f, row["f_sc_stat"]); // stat64 -> stat
         Assert.Equal(0.125f, row["f_sc_exit_group"]);
         Assert.Equal(0.375f, row["f_class_fd"]); // close, dup2, pipe
+        // syscall/2 `seq`: the trace itself, in this kernel's numbers.
+        var names = new[] { "close", "dup2", "pipe", "clone", "stat", "wait4", "exit", "exit_group" };
+        Assert.Equal(names.Select(n => (ushort)SyscallTable.X8664(n)), row.Sequence);
         Assert.Equal("normal", row.Label);
         Assert.Equal("Training_Data_Master/UTD-0001.txt", row.Sample);
     }

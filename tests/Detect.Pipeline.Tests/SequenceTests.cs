@@ -1,7 +1,6 @@
 using Detect.Pipeline.Archive;
 using Detect.Pipeline.Arrow;
 using Detect.Pipeline.Replay;
-using Detect.Pipeline.Syscalls;
 
 namespace Detect.Pipeline.Tests;
 
@@ -135,18 +134,5 @@ public sealed class SequenceTests : IDisposable
             Assert.Equal(expected[i].SequenceDropped, read[i].SequenceDropped);
         }
         Assert.Contains(read, r => r.Sequence.Length == 40 && r.SequenceDropped == 10);
-    }
-
-    [Fact]
-    public void AdfaLdReplay_Sequence_IsTheTraceInX8664Numbers()
-    {
-        var dir = Path.Combine(_tmp, "Training_Data_Master");
-        Directory.CreateDirectory(dir);
-        File.WriteAllText(Path.Combine(dir, "UTD-0001.txt"), "6 63 42 120 195 114 1 252 ");
-        var sink = new Collect();
-        AdfaLdReplay.Run(_tmp, new FeaturePipeline().AddSink(sink), ct: TestContext.Current.CancellationToken);
-        var row = Assert.Single(sink.Rows(FeatureFamily.Syscall));
-        var names = new[] { "close", "dup2", "pipe", "clone", "stat", "wait4", "exit", "exit_group" };
-        Assert.Equal(names.Select(n => (ushort)SyscallTable.X8664(n)), row.Sequence);
     }
 }
