@@ -339,13 +339,8 @@ public sealed class BenchFlowsCommand : ICliCommand
 
         private static string IpOut(params string[] args)
         {
-            var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            var stdout = p.StandardOutput.ReadToEnd();
-            var stderr = p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            if (p.ExitCode != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)} failed: {stderr.Trim()}");
+            var (code, stdout, stderr) = ChildProcess.Run("ip", args);
+            if (code != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)} failed: {stderr.Trim()}");
             return stdout;
         }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 
 namespace Detect.Cli.Replay;
@@ -98,20 +97,7 @@ internal sealed class ReplayLab : IDisposable
         if (r.Code != 0) throw new InvalidOperationException($"{string.Join(' ', argv)} in {netns} failed: {r.Stderr.Trim()}");
     }
 
-    public static (int Code, string Stdout, string Stderr) Run(string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {program}");
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(30_000))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish in 30 s");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Code, string Stdout, string Stderr) Run(string program, params string[] args) => ChildProcess.Run(program, args);
 
     public void Dispose()
     {
